@@ -1,0 +1,33 @@
+# One command for each thing a developer repeats. Every target sets up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The pair that lies on this project's machines' disk; override elsewhere (e.g. TORCH_SPEC=torch).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test demo bench lint models clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(VENV)/bin/timm-alexnet-split models
+
+bench: setup
+	$(VENV)/bin/timm-alexnet-split bench
+
+lint: setup
+	$(VENV)/bin/ruff check timm_alexnet_split tests
+
+models: setup
+	$(VENV)/bin/timm-alexnet-split models
+
+clean:
+	rm -rf $(VENV) .pytest_cache

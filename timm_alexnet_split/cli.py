@@ -1,0 +1,96 @@
+"""The ``timm-alexnet-split`` command (also ``python -m timm_alexnet_split``).
+
+Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches, so
+``timm-alexnet-split kernels`` never imports torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import List, Optional
+
+PROG = 'timm-alexnet-split'
+
+# name -> (module, function, one-line summary)
+COMMANDS = {
+    'models': ('timm_alexnet_split.cli', 'models_main', 'list the variants: towers, parameters, multiply-adds'),
+    'bench': ('timm_alexnet_split.bench', 'main', 'measure LRN cost and throughput, as ratios to a same-run baseline'),
+    'train': ('timm_alexnet_split.train', 'main', 'train a model with timm (YAML recipes in train.py argument names)'),
+    'validate': ('timm_alexnet_split.train', 'validate_main', 'evaluate a checkpoint: top-1, top-5, loss (centre or ten-crop)'),
+    'demo-data': ('timm_alexnet_split.data', 'demo_data_main', 'generate the embedded demo dataset (ImageFolder)'),
+    'prepare-catsdogs': ('timm_alexnet_split.data', 'prepare_catsdogs_main', 'make the 24,000/1,000 Cats vs Dogs split'),
+    'pca-stats': ('timm_alexnet_split.augment', 'pca_stats_main', "estimate a dataset's RGB eigenvalues/vectors"),
+    'export': ('timm_alexnet_split.export', 'main', 'export to ONNX and verify with onnxruntime'),
+    'kernels': ('timm_alexnet_split.kernels', 'main', 'conv1 per tower from any ONNX file: colour specificity, verdict'),
+    'import-onnx': ('timm_alexnet_split.zoo', 'main', "import Caffe's bvlc_alexnet (ONNX) as safetensors"),
+    'demo': ('timm_alexnet_split.demo', 'main', 'the main job on the demo data: train, export, inspect'),
+}
+
+
+def _usage() -> str:
+    lines = [f'usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for each)', '', 'commands:']
+    lines += [f'  {name:<18}{summary}' for name, (_, _, summary) in COMMANDS.items()]
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f'{PROG}: error: unknown command {name!r}; choose from {", ".join(COMMANDS)}', file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        if getattr(e, 'name', None) not in (module, func, None):
+            raise
+        print(f'{PROG}: error: {name!r} is not available in this version', file=sys.stderr)
+        return 2
+    from .errors import UserError
+    try:
+        return int(fn(rest) or 0)
+    except UserError as e:
+        print(f'{PROG} {name}: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'{PROG} {name}: interrupted', file=sys.stderr)
+        return 130
+
+
+def models_main(argv: List[str]) -> int:
+    """Print each variant: towers, per-tower widths, parameters, multiply-adds per image."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog=f'{PROG} models',
+        description='List the registered split AlexNet variants with their towers, per-tower widths, '
+                    'parameter count and multiply-adds per image (forward).',
+        epilog=f'example: {PROG} models --num-classes 2 --img-size 224')
+    parser.add_argument('--num-classes', type=int, default=1000, help='classifier outputs (default 1000)')
+    parser.add_argument('--img-size', type=int, default=224, help='square input size (default 224)')
+    args = parser.parse_args(argv)
+    import timm
+
+    from .flops import count_macs
+    from .model import MIN_INPUT_SIZE, PAPER_WIDTHS, tower_widths
+    from .errors import UserError
+    if args.img_size < MIN_INPUT_SIZE:
+        raise UserError(f'--img-size must be at least {MIN_INPUT_SIZE}')
+    if args.num_classes < 0:
+        raise UserError('--num-classes must be >= 0')
+    print(f'{"model":<18}{"towers":>7}  {"conv1..conv5 per tower":<34}{"params":>13}{"GMACs":>8}')
+    for name in timm.list_models('alexnet_split*'):
+        model = timm.create_model(name, num_classes=args.num_classes)
+        n = model.num_towers
+        widths = '/'.join(','.join(map(str, sorted(set(tower_widths(w, n)), reverse=True))) for w in PAPER_WIDTHS)
+        params = sum(p.numel() for p in model.parameters())
+        macs = count_macs(model, args.img_size)
+        print(f'{name:<18}{n:>7}  {widths:<34}{params:>13,}{macs / 1e9:>8.3f}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

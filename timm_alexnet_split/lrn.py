@@ -1,0 +1,194 @@
+"""Tower-local local response normalisation (Krizhevsky et al. 2012, section 3.3).
+
+    b_i = a_i / (k + alpha' * S_i) ** beta,   S_i = sum of a_j ** 2 for j in [i - n//2, i + n//2]
+
+with the window clipped to the channels of the tensor it is given. In the split network every
+tower owns its tensor, so the sum never crosses a tower boundary.
+
+alpha' is alpha / n (``alpha_over_n=True``: cuda-convnet2, Caffe, PyTorch and ONNX) or alpha
+itself (the formula as printed in the paper).
+
+Forward and backward are one autograd function whose backward reuses the normaliser of the
+forward (scale and d^(-beta-1) are saved), each compiled into one fused loop, instead of
+autograd's chain through pad / avg_pool3d / pow / div. Under ``torch.onnx.export`` it becomes one ONNX ``LRN`` node, with the TorchScript exporter
+(``dynamo=False``, what ``timm.utils.onnx.onnx_export`` uses) and with the dynamo exporter.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['TowerLRN', 'lrn', 'lrn_mode', 'lrn_reference', 'set_lrn_mode']
+
+
+def _window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum of ``t`` over a centred window of ``size`` channels (dim 1), clipped at the edges."""
+    c, h = t.shape[1], size // 2
+    p = F.pad(t, (0, 0, 0, 0, h, h))
+    acc = p[:, 0:c]
+    for i in range(1, size):
+        acc = acc + p[:, i:i + c]
+    return acc
+
+
+def _pow_neg(d: torch.Tensor, beta: float) -> torch.Tensor:
+    """d ** -beta; the paper's beta = 0.75 as rsqrt(d) * sqrt(rsqrt(d)), much cheaper than pow."""
+    if beta == 0.75:
+        r = torch.rsqrt(d)
+        return r * torch.sqrt(r)
+    return d.pow(-beta)
+
+
+def _fwd(x: torch.Tensor, size: int, alpha: float, beta: float, k: float):
+    """y, and what the backward needs: scale = d^-beta and q = -2 beta alpha / n * d^(-beta-1)."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    d = _window_sum(xf * xf, size) * (alpha / size) + k
+    scale = _pow_neg(d, beta)
+    q = scale / d * (-2.0 * beta * alpha / size)
+    return (xf * scale).to(x.dtype), scale.to(x.dtype), q.to(x.dtype)
+
+
+def _bwd(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, q: torch.Tensor, size: int) -> torch.Tensor:
+    # dL/dx_j = g_j s_j - 2 beta alpha / n * x_j * sum_{i: j in window(i)} g_i x_i d_i^(-beta-1)
+    ct = torch.promote_types(x.dtype, torch.float32)
+    gf, xf = g.to(ct), x.to(ct)
+    return (gf * scale.to(ct) + xf * _window_sum(gf * xf * q.to(ct), size)).to(g.dtype)
+
+
+# Fused kernels: torch.compile (inductor) turns _fwd and _bwd into one loop each (C++ with OpenMP
+# on CPU, Triton on GPU), so the window sum never lands in memory. Eager is exact and the fallback.
+# TIMM_ALEXNET_SPLIT_LRN=eager|compiled|auto (or set_lrn_mode); auto compiles for tensors of at
+# least _AUTO_MIN_NUMEL elements (a training batch), where the one-off compile (~10 s) pays back.
+_MODES = ('auto', 'eager', 'compiled')
+_mode = os.environ.get('TIMM_ALEXNET_SPLIT_LRN', 'auto')
+if _mode not in _MODES:
+    raise ValueError(f'TIMM_ALEXNET_SPLIT_LRN must be one of {_MODES}, got {_mode!r}')
+_AUTO_MIN_NUMEL = 1 << 20
+_compiled: Dict[str, Optional[Tuple[Callable, Callable]]] = {}
+
+
+def set_lrn_mode(mode: str) -> None:
+    """'auto' (default), 'eager' or 'compiled' (raises where fused kernels cannot be built)."""
+    global _mode
+    if mode not in _MODES:
+        raise ValueError(f'LRN mode must be one of {_MODES}, got {mode!r}')
+    _mode = mode
+
+
+def _compile_kernels(device_type: str) -> Optional[Tuple[Callable, Callable]]:
+    if device_type not in _compiled:
+        quiet = logging.getLogger('torch.utils.cpp_extension')
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines
+        try:
+            fwd = torch.compile(_fwd, dynamic=True)
+            bwd = torch.compile(_bwd, dynamic=True)
+            x = torch.rand(2, 7, 3, 3, device=device_type)
+            _, s, q = fwd(x, 5, 1e-4, 0.75, 2.0)
+            bwd(x, x, s, q, 5)
+            _compiled[device_type] = (fwd, bwd)
+        except Exception as e:  # no C++ compiler / Triton: eager is exact, only slower
+            if _mode == 'compiled':
+                raise
+            warnings.warn(f'LRN: fused kernels unavailable on {device_type} ({type(e).__name__}: {e}); '
+                          'using eager ops', stacklevel=3)
+            _compiled[device_type] = None
+        finally:
+            quiet.setLevel(level)
+    return _compiled[device_type]
+
+
+def _kernels(x: torch.Tensor) -> Tuple[Callable, Callable]:
+    """(fwd, bwd) for this tensor: compiled once per process and device type, or eager."""
+    if _mode == 'eager' or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return _fwd, _bwd
+    if _mode == 'auto' and x.numel() < _AUTO_MIN_NUMEL:
+        return _fwd, _bwd
+    return _compile_kernels(x.device.type) or (_fwd, _bwd)
+
+
+def lrn_mode(device_type: str = 'cpu') -> str:
+    """What :func:`lrn` runs for a training-sized tensor on this device type: 'compiled' or 'eager'."""
+    if _mode == 'eager':
+        return 'eager'
+    return 'compiled' if _compile_kernels(device_type) else 'eager'
+
+
+class _LRNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+        fwd, bwd = _kernels(x)
+        y, scale, q = fwd(x, size, alpha, beta, k)
+        ctx.save_for_backward(x, scale, q)
+        ctx.size, ctx.bwd = size, bwd
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale, q = ctx.saved_tensors
+        return ctx.bwd(grad.contiguous(), x, scale, q, ctx.size), None, None, None, None
+
+    @staticmethod
+    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
+        return g.op('LRN', x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
+
+
+def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> torch.Tensor:
+    """LRN across dim 1 of ``x`` in PyTorch / ONNX convention: x / (k + alpha / size * S) ** beta."""
+    if torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing():
+        return torch.onnx.ops.symbolic(
+            'LRN', (x,), dict(size=size, alpha=alpha, beta=beta, bias=k),
+            dtype=x.dtype, shape=x.shape, version=1)
+    return _LRNFunction.apply(x.contiguous(), size, alpha, beta, k)
+
+
+def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The formula, one channel at a time (slow; for tests). Same convention as :func:`lrn`."""
+    c = x.shape[1]
+    out = torch.empty_like(x)
+    for i in range(c):
+        lo, hi = max(0, i - size // 2), min(c, i + size // 2 + 1)
+        s = (x[:, lo:hi] ** 2).sum(1)
+        out[:, i] = x[:, i] / (k + alpha / size * s) ** beta
+    return out
+
+
+class TowerLRN(nn.Module):
+    """Local response normalisation across the channels of one tower.
+
+    Args:
+        size: window n, odd (the ONNX LRN operator requires it). Paper: 5.
+        alpha: paper 1e-4.
+        beta: paper 0.75.
+        k: paper 2 (Caffe's bvlc_alexnet: 1).
+        alpha_over_n: True divides alpha by n (cuda-convnet2, Caffe, PyTorch, ONNX); False uses
+            the paper's printed formula, k + alpha * S.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                 alpha_over_n: bool = True) -> None:
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f'LRN size must be a positive odd integer, got {size}')
+        if alpha < 0 or beta < 0 or k <= 0:
+            raise ValueError(f'LRN needs alpha >= 0, beta >= 0, k > 0; got alpha={alpha}, beta={beta}, k={k}')
+        self.size, self.alpha, self.beta, self.k = size, float(alpha), float(beta), float(k)
+        self.alpha_over_n = alpha_over_n
+
+    @property
+    def onnx_alpha(self) -> float:
+        """alpha in the convention of PyTorch / ONNX (divided by size inside the operator)."""
+        return self.alpha if self.alpha_over_n else self.alpha * self.size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrn(x, self.size, self.onnx_alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        conv = 'alpha/n' if self.alpha_over_n else 'alpha (paper formula)'
+        return f'size={self.size}, alpha={self.alpha:g} [{conv}], beta={self.beta:g}, k={self.k:g}, tower-local'
