@@ -56,6 +56,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as e:
         print(f'{PROG} {name}: error: {e}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f'{PROG} {name}: interrupted', file=sys.stderr)
         return 130
@@ -74,9 +77,9 @@ def models_main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     import timm
 
+    from .errors import UserError
     from .flops import count_macs
     from .model import MIN_INPUT_SIZE, PAPER_WIDTHS, tower_widths
-    from .errors import UserError
     if args.img_size < MIN_INPUT_SIZE:
         raise UserError(f'--img-size must be at least {MIN_INPUT_SIZE}')
     if args.num_classes < 0:

@@ -10,7 +10,8 @@ itself (the formula as printed in the paper).
 
 Forward and backward are one autograd function whose backward reuses the normaliser of the
 forward (scale and d^(-beta-1) are saved), each compiled into one fused loop, instead of
-autograd's chain through pad / avg_pool3d / pow / div. Under ``torch.onnx.export`` it becomes one ONNX ``LRN`` node, with the TorchScript exporter
+autograd's chain through pad / avg_pool3d / pow / div. Under ``torch.onnx.export`` it becomes one
+ONNX ``LRN`` node, with the TorchScript exporter
 (``dynamo=False``, what ``timm.utils.onnx.onnx_export`` uses) and with the dynamo exporter.
 """
 from __future__ import annotations
