@@ -53,10 +53,11 @@ class Tower(nn.Module):
             conv1_pad: int = 2,
             lrn: Optional[Dict[str, Any]] = None,
             ceil_mode: bool = False,
+            num_towers: int = 1,
     ) -> None:
         super().__init__()
+        self.num_towers = num_towers
         w1, w2, w3, w4, w5 = widths
-        lrn = lrn if lrn is not None else {}
         self.conv1 = nn.Conv2d(in_chans, w1, kernel_size=11, stride=4, padding=conv1_pad)
         self.act1 = nn.ReLU(inplace=True)
         self.norm1 = TowerLRN(**lrn) if lrn is not None else nn.Identity()
@@ -76,6 +77,9 @@ class Tower(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.conv1.weight.device
+
+    def extra_repr(self) -> str:
+        return f'conv3 sees all {self.num_towers} towers\' conv2 maps; conv1 the image; the rest this tower only'
 
 
 class AlexNetSplit(nn.Module):
@@ -144,7 +148,7 @@ class AlexNetSplit(nn.Module):
         lrn_kw = dict(size=lrn_size, alpha=lrn_alpha, beta=lrn_beta, k=lrn_k, alpha_over_n=lrn_alpha_over_n)
         self.towers = nn.ModuleList([
             Tower(w, conv3_in=PAPER_WIDTHS[1], in_chans=in_chans, conv1_pad=conv1_pad,
-                  lrn=lrn_kw if lrn_scope == 'tower' else None, ceil_mode=ceil_mode)
+                  lrn=lrn_kw if lrn_scope == 'tower' else None, ceil_mode=ceil_mode, num_towers=num_towers)
             for w in per_tower
         ])
         if lrn_scope == 'all':  # one LRN over the concatenated towers, as Caffe's bvlc_alexnet
