@@ -1,7 +1,8 @@
 """The ``timm-alexnet-split`` command (also ``python -m timm_alexnet_split``).
 
-Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches, so
-``timm-alexnet-split kernels`` never imports torch.
+Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches. The
+kernel tool (kernels.py) never imports torch itself and also runs as a plain script:
+``python timm_alexnet_split/kernels.py FILE.onnx``.
 """
 from __future__ import annotations
 
