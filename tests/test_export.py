@@ -1,0 +1,388 @@
+"""ONNX export (timm_alexnet_split.export) and checkpoint loading (timm_alexnet_split.checkpoint).
+
+Full-size models have 61M parameters (a 233 MB ONNX file): the round trips export each variant
+once; tests about other things use ``global_pool='avg'`` (fc6 sees 256 pooled features), which
+leaves the towers as they are and makes a 24 MB file.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import timm
+import torch
+import yaml
+from onnx.helper import find_min_ir_version_for
+from safetensors.torch import save_file
+
+import timm_alexnet_split  # noqa: F401  (registers the models)
+from timm_alexnet_split import cli
+from timm_alexnet_split.checkpoint import find_run_checkpoint, load_checkpoint_file, load_into, read_checkpoint, read_run
+from timm_alexnet_split.errors import UserError
+from timm_alexnet_split.export import DEFAULT_TOLERANCE, export_onnx, ort_limits
+
+REQUIRED_METADATA = ('architecture', 'num_towers', 'conv1_nodes', 'channel_order', 'mean', 'std', 'input_size',
+                     'package_version', 'lrn')
+
+
+def small(name: str = 'alexnet_split_2', **kwargs) -> torch.nn.Module:
+    """A split AlexNet whose towers are full size but whose head is small (global average pool, 10 classes)."""
+    kwargs = {'num_classes': 10, 'global_pool': 'avg', **kwargs}
+    return timm.create_model(name, **kwargs).eval()
+
+
+def images(batch: int, model: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    """Random 0-255 pixels minus the mean pixel, as real inputs are preprocessed."""
+    cfg = model.pretrained_cfg
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch, *cfg['input_size']), generator=g).float()
+    return (x / 255 - torch.tensor(cfg['mean']).view(1, 3, 1, 1)) / torch.tensor(cfg['std']).view(1, 3, 1, 1)
+
+
+def run_ort(path: Path, x: torch.Tensor) -> np.ndarray:
+    sess = _session(str(path), path.stat().st_mtime_ns)
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+@functools.lru_cache(maxsize=2)
+def _session(path: str, mtime_ns: int) -> ort.InferenceSession:
+    return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+
+
+def rel_err(a: np.ndarray, b: torch.Tensor) -> float:
+    b = b.numpy()
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def meta(model: onnx.ModelProto) -> dict:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def cli_run(capsys, *args: str):
+    code = cli.main(['export', *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- round trips -------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize('name,towers,full', [('alexnet_split_1', 1, False), ('alexnet_split_2', 2, True),
+                                              ('alexnet_split_3', 3, False)])
+def test_round_trip_through_onnxruntime(tmp_path, name, towers, full):
+    model = timm.create_model(name).eval() if full else small(name)
+    classes = model.num_classes
+    path = tmp_path / f'{name}.onnx'
+    report = export_onnx(model, path)
+    assert report['max_rel_err'] <= DEFAULT_TOLERANCE and report['provider'] == 'CPUExecutionProvider'
+
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    for batch in (1, 3):  # the batch axis is dynamic
+        x = images(batch, model, seed=batch)
+        with torch.inference_mode():
+            ref = model(x)
+        out = run_ort(path, x)
+        assert out.shape == (batch, classes)
+        assert rel_err(out, ref) <= DEFAULT_TOLERANCE
+
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count('LRN') == 2 * towers
+    assert not {'Pow', 'AveragePool', 'ReduceSum', 'Div'} & set(ops), 'LRN was decomposed'
+    image_convs = [n for n in m.graph.node if n.op_type == 'Conv' and n.input[0] == m.graph.input[0].name]
+    assert len(image_convs) == towers
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    for t, node in enumerate(image_convs):
+        assert node.input[1] == f'towers.{t}.conv1.weight'
+        np.testing.assert_array_equal(inits[node.input[1]], model.towers[t].conv1.weight.detach().numpy())
+
+    md = meta(m)
+    assert set(REQUIRED_METADATA) <= set(md)
+    assert int(md['num_towers']) == towers
+    assert json.loads(md['conv1_nodes']) == [n.name for n in image_convs]
+    assert md['channel_order'] == 'RGB' and md['architecture'] == name
+    assert json.loads(md['input_size']) == [3, 224, 224]
+    assert json.loads(md['lrn'])['scope'] == 'tower'
+    assert m.ir_version == find_min_ir_version_for(list(m.opset_import), ignore_unknown=True) <= ort_limits()[0]
+
+
+def test_caffe_scope_lrn_exports_one_lrn_per_layer_over_all_channels(tmp_path):
+    model = small('alexnet_split_2.bvlc_in1k')
+    path = tmp_path / 'bvlc.onnx'
+    export_onnx(model, path)
+    m = onnx.load(str(path))
+    lrns = [n for n in m.graph.node if n.op_type == 'LRN']
+    assert len(lrns) == 2
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in lrns[0].attribute}['bias'] == 1.0
+    assert json.loads(meta(m)['input_size']) == [3, 227, 227]
+    x = images(2, model)
+    with torch.inference_mode():
+        assert rel_err(run_ort(path, x), model(x)) <= DEFAULT_TOLERANCE
+
+
+def test_every_opset_we_write_is_loaded_by_onnxruntime(tmp_path):
+    max_ir, max_opset = ort_limits()
+    assert ort_limits.__wrapped__() == (max_ir, max_opset)
+    model = small('alexnet_split_3')
+    with pytest.raises(UserError, match='opset'):
+        export_onnx(model, tmp_path / 'too_new.onnx', opset=max_opset + 1)
+    path = tmp_path / 'newest.onnx'
+    report = export_onnx(model, path, opset=max_opset)
+    m = onnx.load(str(path))
+    assert report['opset'] == max_opset == next(o.version for o in m.opset_import if o.domain == '')
+    assert m.ir_version == find_min_ir_version_for(list(m.opset_import), ignore_unknown=True) <= max_ir
+    assert json.loads(meta(m)['conv1_nodes']) == [f'/towers.{t}/conv1/Conv' for t in range(3)]
+    x = images(2, model)
+    with torch.inference_mode():
+        assert rel_err(run_ort(path, x), model(x)) <= DEFAULT_TOLERANCE
+
+
+def test_ir_limit_is_where_onnxruntime_stops_loading():
+    from timm_alexnet_split.export import _ort_loads
+    max_ir, max_opset = ort_limits()
+    assert _ort_loads(max_ir, 18)
+    if max_ir < onnx.IR_VERSION:
+        assert not _ort_loads(max_ir + 1, 18)
+    assert not _ort_loads(find_min_ir_version_for([onnx.helper.make_opsetid('', max_opset + 1)]), max_opset + 1)
+
+
+def test_failed_verification_leaves_no_file(tmp_path):
+    path = tmp_path / 'out.onnx'
+    with pytest.raises(UserError, match='tolerance'):
+        export_onnx(small(), path, tolerance=1e-12)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_keeps_the_callers_model_and_refuses_to_overwrite(tmp_path):
+    model = small().train()
+    path = tmp_path / 'out.onnx'
+    path.write_bytes(b'a file of the user')
+    with pytest.raises(UserError, match='exists'):
+        export_onnx(model, path)
+    assert path.read_bytes() == b'a file of the user'
+    export_onnx(model, path, overwrite=True, metadata={'class_names': [str(i) for i in range(10)]})
+    assert model.training
+    assert json.loads(meta(onnx.load(str(path), load_external_data=False))['class_names'])[3] == '3'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.onnx']
+
+
+@pytest.mark.slow
+def test_timm_onnx_export_works_on_our_models(tmp_path):
+    from timm.utils.onnx import onnx_export
+    model = small()
+    x = images(2, model)
+    path = tmp_path / 'timm.onnx'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        onnx_export(model, str(path), example_input=x, check=True, check_forward=True)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    assert [n.op_type for n in m.graph.node].count('LRN') == 4
+    x3 = images(3, model, seed=1)
+    with torch.inference_mode():
+        assert rel_err(run_ort(path, x3), model(x3)) <= DEFAULT_TOLERANCE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_verification_uses_cuda_when_present(tmp_path):
+    report = export_onnx(small(), tmp_path / 'gpu.onnx')
+    assert report['provider'] == 'CUDAExecutionProvider'
+    assert report['max_rel_err'] <= DEFAULT_TOLERANCE
+
+
+# ---- checkpoint formats ------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def trained():
+    """A small model with non-default weights (as if trained), and its state_dict."""
+    torch.manual_seed(0)
+    model = small()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(sd, ref):
+    assert sd.keys() == ref.keys()
+    assert all(torch.equal(sd[k], ref[k]) for k in ref)
+
+
+def test_plain_state_dict_with_module_prefix(tmp_path, trained):
+    _, ref = trained
+    torch.save({f'module.{k}': v for k, v in ref.items()}, tmp_path / 'w.pth')
+    sd, _ = load_checkpoint_file(tmp_path / 'w.pth')
+    _assert_same(sd, ref)
+
+
+def test_timm_training_checkpoint_prefers_ema_and_allows_args(tmp_path, trained):
+    _, ref = trained
+    raw = {k: torch.zeros_like(v) for k, v in ref.items()}
+    ckpt = {'epoch': 3, 'arch': 'alexnet_split_2', 'state_dict': raw, 'state_dict_ema': ref,
+            'args': argparse.Namespace(model='alexnet_split_2', lr=0.01), 'version': 2}
+    torch.save(ckpt, tmp_path / 'c.pth.tar')
+    sd, source = load_checkpoint_file(tmp_path / 'c.pth.tar')
+    assert source == 'state_dict_ema'
+    _assert_same(sd, ref)
+    sd, source = load_checkpoint_file(tmp_path / 'c.pth.tar', use_ema=False)
+    assert source == 'state_dict'
+    _assert_same(sd, raw)
+
+
+def test_safetensors(tmp_path, trained):
+    _, ref = trained
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp_path / 'w.safetensors'))
+    sd, source = load_checkpoint_file(tmp_path / 'w.safetensors')
+    assert source == 'safetensors'
+    _assert_same(sd, ref)
+
+
+class NotATensor:
+    """Any class: a pickle that needs it would run code from outside torch's allowlist."""
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'extra': NotATensor()}, tmp_path / 'evil.pth')
+    with pytest.raises(UserError, match='NotATensor.*weights_only'):
+        load_checkpoint_file(tmp_path / 'evil.pth')
+
+
+def test_run_folder_prefers_best(tmp_path, trained):
+    _, ref = trained
+    run = tmp_path / 'run'
+    run.mkdir()
+    torch.save({'state_dict': {k: torch.zeros_like(v) for k, v in ref.items()}}, run / 'last.pth.tar')
+    torch.save({'state_dict': ref}, run / 'model_best.pth.tar')
+    (run / 'args.yaml').write_text(yaml.safe_dump({'model': 'alexnet_split_2', 'num_classes': 10,
+                                                   'model_kwargs': {'global_pool': 'avg'}, 'img_size': 224}))
+    (run / 'class_map.txt').write_text(''.join(f'class{i}\n' for i in range(10)))
+    info = read_run(run)
+    assert info.checkpoint == run / 'model_best.pth.tar' == find_run_checkpoint(run)
+    assert (info.model, info.num_classes, info.model_kwargs) == ('alexnet_split_2', 10, {'global_pool': 'avg'})
+    assert info.class_names[:2] == ['class0', 'class1'] and info.input_size == (3, 224, 224)
+    sd, _ = load_checkpoint_file(info.checkpoint)
+    _assert_same(sd, ref)
+    (run / 'model_best.pth.tar').unlink()
+    assert find_run_checkpoint(run) == run / 'last.pth.tar'
+
+
+def test_safetensors_metadata_describes_the_model(tmp_path, trained):
+    _, ref = trained
+    meta_in = {'model': 'alexnet_split_2', 'num_classes': '10', 'model_kwargs': json.dumps({'global_pool': 'avg'}),
+               'class_names': json.dumps(list('abcdefghij')),
+               'data_config': json.dumps({'input_size': [3, 231, 231], 'mean': [0.5] * 3, 'std': [0.25] * 3})}
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(tmp_path / 'w.safetensors'), metadata=meta_in)
+    info = read_checkpoint(tmp_path / 'w.safetensors').info
+    assert (info.model, info.num_classes, info.model_kwargs) == ('alexnet_split_2', 10, {'global_pool': 'avg'})
+    assert info.class_names[-1] == 'j' and info.input_size == (3, 231, 231) and info.mean == (0.5,) * 3
+
+
+def test_mismatching_shapes_name_the_first_one(trained):
+    _, ref = trained
+    with pytest.raises(UserError, match=r"'fc8.weight' has shape \(10, 4096\)"):
+        load_into(small(num_classes=5), ref, 'alexnet_split_2')
+
+
+# ---- the command line ----------------------------------------------------------------------------------
+def test_cli_exports_a_run_folder_with_class_names_and_checksum(tmp_path, trained, capsys):
+    model, ref = trained
+    run = tmp_path / 'run'
+    run.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(run / 'model_best.safetensors'))
+    (run / 'args.yaml').write_text(yaml.safe_dump({'model': 'alexnet_split_2', 'num_classes': 10,
+                                                   'model_kwargs': {'global_pool': 'avg'}}))
+    names = [f'c{i}' for i in range(10)]
+    (run / 'class_map.json').write_text(json.dumps(names))
+    out = tmp_path / 'exports' / 'run.onnx'
+    out.parent.mkdir()
+    out.write_bytes(b'an earlier export')
+    code, _, err = cli_run(capsys, '--run', run, '--output', out)
+    assert code == 2 and 'exists' in err and '--force' in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b'an earlier export'
+
+    code, stdout, err = cli_run(capsys, '--run', run, '--output', out, '--force')
+    assert code == 0, err
+    assert 'max relative error' in stdout
+    m = onnx.load(str(out))
+    md = meta(m)
+    assert json.loads(md['class_names']) == names
+    assert md['checkpoint_sha256'] == hashlib.sha256((run / 'model_best.safetensors').read_bytes()).hexdigest()
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    np.testing.assert_array_equal(inits['towers.1.conv1.weight'], ref['towers.1.conv1.weight'].numpy())
+    x = images(2, model)
+    with torch.inference_mode():
+        assert rel_err(run_ort(out, x), model(x)) <= DEFAULT_TOLERANCE
+
+
+def test_cli_uses_what_a_training_checkpoint_says(tmp_path, trained, capsys):
+    """Model name, LRN options, class names and preprocessing come from the checkpoint when not given."""
+    _, ref = trained
+    model = small(lrn_k=1.0)
+    model.load_state_dict(ref)
+    ckpt = {'epoch': 7, 'arch': 'alexnet_split_2', 'state_dict': ref, 'class_names': list('abcdefghij'),
+            'args': {'model': 'alexnet_split_2', 'num_classes': 10, 'model_kwargs': {'global_pool': 'avg', 'lrn_k': 1.0}},
+            'data_config': {'input_size': [3, 224, 224], 'mean': [0.5, 0.5, 0.5], 'std': [1 / 255] * 3}}
+    torch.save(ckpt, tmp_path / 'model_best.pth.tar')
+    code, _, err = cli_run(capsys, '--model', 'alexnet_split_3', '--checkpoint', tmp_path / 'model_best.pth.tar',
+                           '--output', tmp_path / 'x.onnx')
+    assert code == 2 and 'trained as alexnet_split_2' in err
+    code, _, err = cli_run(capsys, '--checkpoint', tmp_path / 'model_best.pth.tar', '--output', tmp_path / 'x.onnx')
+    assert code == 0, err
+    m = onnx.load(str(tmp_path / 'x.onnx'))
+    md = meta(m)
+    assert json.loads(md['lrn'])['k'] == 1.0 and json.loads(md['mean']) == [0.5] * 3
+    assert json.loads(md['class_names']) == list('abcdefghij')
+    x = images(2, model)
+    with torch.inference_mode():
+        assert rel_err(run_ort(tmp_path / 'x.onnx', x), model(x)) <= DEFAULT_TOLERANCE
+
+
+@pytest.mark.slow
+def test_cli_plain_state_dict_infers_classes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = timm.create_model('alexnet_split_1', num_classes=2)
+    torch.save({f'module.{k}': v for k, v in model.state_dict().items()}, tmp_path / 'w.pth')
+    code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--checkpoint', 'w.pth')
+    assert code == 0, err
+    out = tmp_path / 'exports' / 'alexnet_split_1.onnx'
+    md = meta(onnx.load(str(out), load_external_data=False))
+    assert md['num_classes'] == '2'
+    assert md['checkpoint_sha256'] == hashlib.sha256((tmp_path / 'w.pth').read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--model', 'alexnet_split_9'], 'unknown model'),
+    (['--model', 'hf-hub:someone/alexnet'], 'unknown model'),
+    (['--model', 'alexnet_split_2.no_such_tag'], 'bvlc_in1k'),
+    (['--model', 'resnet18'], 'not a split AlexNet'),
+    (['--model', 'alexnet_split_2', '--checkpoint', 'missing.pth'], 'does not exist'),
+    (['--run', 'no_such_run'], 'does not exist'),
+    (['--model', 'alexnet_split_2', '--num-classes', '-1'], 'num-classes'),
+    (['--model', 'alexnet_split_2', '--checkpoint', 'junk.pth'], 'not a readable'),
+    (['--model', 'alexnet_split_2', '--checkpoint', 'junk.safetensors'], 'not a readable'),
+    (['--model', 'alexnet_split_2', '--opset', '99'], 'opset'),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint' * 10)
+    (tmp_path / 'junk.safetensors').write_bytes(b'\x10' + b'\x00' * 20)
+    code, _, err = cli_run(capsys, *args)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'exports').exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
+    import torchvision
+    torch.save(torchvision.models.alexnet().state_dict(), tmp_path / 'tv.pth')
+    code, _, err = cli_run(capsys, '--model', 'alexnet_split_2', '--checkpoint', tmp_path / 'tv.pth',
+                           '--output', tmp_path / 'x.onnx')
+    assert code == 2
+    assert "unexpected key 'features.0.weight'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'x.onnx').exists()

@@ -1,0 +1,611 @@
+"""ONNX export of a split AlexNet, verified with onnxruntime; the ``export`` subcommand.
+
+The graph comes from torch.onnx's dynamo exporter (no Cast / Identity noise, one ``LRN`` node per
+tower and layer), then is tidied for readers (Netron) and for the ``kernels`` tool:
+
+- nodes are named by module, TorchScript style: ``/towers.0/conv1/Conv``, ``/towers.1/norm2/LRN``,
+  ``/pre_logits/fc6/Gemm``; the two places where the towers meet, ``/conv3_input/Concat`` and
+  ``/fc6_input/Concat``; tensors ``<node>_output_0``;
+- every Conv / Gemm reads initializers named by its parameters (``towers.0.conv1.weight`` ...), even
+  where the exporter shared or dropped equal (e.g. all-zero) tensors;
+- the batch axis is dynamic; the IR version is the lowest the opset needs (onnx 1.23 would write 14,
+  which onnxruntime 1.31 refuses), checked against what the installed onnxruntime loads;
+- ``metadata_props``: architecture, num_towers, conv1_nodes, channel_order, mean, std, input_size,
+  lrn, package_version, and class_names / checkpoint_sha256 when known.
+
+Verification runs the written file in onnxruntime (CUDA when torch sees a GPU, else CPU) on random
+0-255 images minus the mean pixel and compares with PyTorch fp32 on the CPU. The error is
+``max |onnx - torch| / max |torch|`` over the batch's logits; above ``tolerance`` (default 1e-4) the
+export fails and no file is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import copy
+import functools
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+__all__ = ['DEFAULT_TOLERANCE', 'bench_onnxruntime', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
+
+DEFAULT_TOLERANCE = 1e-4
+INPUT_NAME = 'input'
+PROG = 'timm-alexnet-split export'
+
+
+# ---- what onnxruntime accepts ------------------------------------------------------------------
+def _ort_loads(ir_version: int, opset: int) -> bool:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ('x', 'y')]
+    graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'probe', vi[:1], vi[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
+    model.ir_version = ir_version
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        ort.InferenceSession(model.SerializeToString(), opts, providers=['CPUExecutionProvider'])
+        return True
+    except Exception:  # onnxruntime raises its own Fail / InvalidGraph / ...
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def ort_limits() -> Tuple[int, int]:
+    """(highest IR version, highest ai.onnx opset) the installed onnxruntime loads, found by trying tiny models."""
+    import onnx
+    from onnx.helper import find_min_ir_version_for, make_opsetid
+    opset = next((v for v in range(onnx.defs.onnx_opset_version(), 6, -1)
+                  if _ort_loads(find_min_ir_version_for([make_opsetid('', v)]), v)), 7)
+    ir = next((v for v in range(onnx.IR_VERSION, 2, -1) if _ort_loads(v, 7)), 3)
+    return ir, opset
+
+
+def _ir_version_for(model) -> int:
+    """The lowest IR version the model's opsets need (onnx.helper.VERSION_TABLE); UserError if onnxruntime refuses it."""
+    from onnx.helper import find_min_ir_version_for
+    need = find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    max_ir, max_opset = ort_limits()
+    if need > max_ir:
+        raise UserError(f'opset {_opset(model)} needs ONNX IR version {need}; the installed onnxruntime loads up to '
+                        f'IR {max_ir} (opset {max_opset}): choose a lower --opset')
+    return need
+
+
+def _opset(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
+
+
+# ---- model creation ------------------------------------------------------------------------------
+def create_split_model(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, **kwargs)`` for a registered split AlexNet (``name[.tag]``); user mistakes as UserError.
+
+    Other names are refused before timm sees them, so nothing (an ``hf-hub:`` config) is downloaded.
+    """
+    import timm
+
+    from .model import AlexNetSplit
+    names = timm.list_models('alexnet_split*')
+    choices = ', '.join(names)
+    base = name.split('.', 1)[0]
+    if base not in names:
+        if timm.is_model(name):
+            raise UserError(f'{name} is not a split AlexNet; choose from {choices}')
+        raise UserError(f'unknown model {name!r}; choose from {choices}')
+    try:
+        model = timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if 'tag' not in str(e) and 'Unknown model' not in str(e):
+            raise
+        raise UserError(f'{name}: {str(e).rstrip(".")}; known: {", ".join(timm.list_models(base, include_tags=True))}') from e
+    except (ValueError, TypeError) as e:
+        raise UserError(f'cannot build {name}: {e}') from e
+    assert isinstance(model, AlexNetSplit)
+    return model
+
+
+# ---- graph tidying ---------------------------------------------------------------------------------
+def _module_path(node) -> str:
+    """The module that produced ``node`` (from the dynamo exporter's name scopes), '' for top-level ops."""
+    for p in node.metadata_props:
+        if p.key == 'pkg.torch.onnx.name_scopes':
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return ''
+            return scopes[-2] if isinstance(scopes, list) and len(scopes) >= 3 else ''
+    return ''
+
+
+def _scope_name(path: str) -> str:
+    """'towers.0.conv1' -> '/towers.0/conv1' (list indices stay with their list, as TorchScript names them)."""
+    parts: List[str] = []
+    for part in path.split('.'):
+        if part.isdigit() and parts:
+            parts[-1] += f'.{part}'
+        else:
+            parts.append(part)
+    return '/' + '/'.join(parts)
+
+
+def _tidy_graph(proto, model: nn.Module) -> None:
+    """Name nodes and tensors by module, bind Conv/Gemm inputs to initializers named by parameter, drop exporter metadata."""
+    from onnx import defs, numpy_helper
+    graph = proto.graph
+    nodes = list(graph.node)
+    paths = [_module_path(n) for n in nodes]
+    consumers: Dict[str, List[int]] = {}
+    for j, n in enumerate(nodes):
+        for i in n.input:
+            consumers.setdefault(i, []).append(j)
+
+    def downstream_module(j: int, seen: Tuple[int, ...] = ()) -> str:  # the first module a top-level op (cat, view) feeds
+        for out in nodes[j].output:
+            for c in consumers.get(out, []):
+                if paths[c]:
+                    return paths[c]
+                if c not in seen and (found := downstream_module(c, seen + (c,))):
+                    return found
+        return ''
+
+    used: Counter = Counter()
+    for j, n in enumerate(nodes):
+        if paths[j]:
+            base = f'{_scope_name(paths[j])}/{n.op_type}'
+        else:
+            feeds = downstream_module(j)
+            base = f'/{feeds.split(".")[-1]}_input/{n.op_type}' if feeds else f'/{n.op_type}'
+        n.name = base if not used[base] else f'{base}_{used[base]}'
+        used[base] += 1
+
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    rename = {out: f'{n.name}_output_{i}' for n in graph.node for i, out in enumerate(n.output) if out and out not in keep}
+    for n in graph.node:
+        n.input[:] = [rename.get(i, i) for i in n.input]
+        n.output[:] = [rename.get(o, o) for o in n.output]
+    for vi in graph.value_info:
+        vi.name = rename.get(vi.name, vi.name)
+
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    inits = {t.name: t for t in graph.initializer}
+    for n, path in zip(nodes, paths):
+        if n.op_type not in ('Conv', 'Gemm') or not path:
+            continue
+        for slot, suffix in ((1, 'weight'), (2, 'bias')):
+            key = f'{path}.{suffix}'
+            want = params.get(key)
+            if want is None:
+                continue
+            cur = n.input[slot] if slot < len(n.input) else ''
+            if cur == key:
+                continue
+            same = cur in inits and np.array_equal(numpy_helper.to_array(inits[cur]), want)
+            dropped = not cur and slot == len(n.input) and not np.any(want)  # the optimizer removed a zero bias
+            if not (same or dropped):
+                continue
+            if key not in inits:
+                inits[key] = numpy_helper.from_array(np.ascontiguousarray(want), key)
+                graph.initializer.append(inits[key])
+            if dropped:
+                n.input.append(key)
+            else:
+                n.input[slot] = key
+    opset = _opset(proto)
+    for n in graph.node:  # other constants (a Reshape's shape): '<node>/<input name in the operator schema>'
+        for slot, i in enumerate(n.input):
+            if i in inits and i not in params and sum(i in c.input for c in graph.node) == 1:
+                try:
+                    arg = defs.get_schema(n.op_type, opset, n.domain).inputs[slot].name
+                except Exception:  # no schema / variadic input
+                    arg = str(slot)
+                new = f'{n.name}/{arg}'
+                inits[i].name = new
+                inits[new] = inits.pop(i)
+                n.input[slot] = new
+    live = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    order = {k: j for j, k in enumerate(params)}
+    kept = sorted((t for t in graph.initializer if t.name in live), key=lambda t: order.get(t.name, len(order)))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    infos = [vi for vi in graph.value_info if vi.name in live or vi.name in {o for n in graph.node for o in n.output}]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+    for item in list(graph.node) + list(graph.input) + list(graph.output) + list(graph.value_info):
+        del item.metadata_props[:]
+
+
+def _graph_facts(proto, model: nn.Module) -> Dict[str, Any]:
+    """conv1 nodes by tower, LRN nodes; RuntimeError if the export did not come out as one LRN / one conv1 per tower."""
+    import re
+    graph = proto.graph
+    conv1 = {}
+    for n in graph.node:
+        m = re.fullmatch(r'/towers\.(\d+)/conv1/Conv', n.name)
+        if m and n.op_type == 'Conv' and n.input[0] == INPUT_NAME:
+            conv1[int(m.group(1))] = n.name
+    towers = model.num_towers
+    if sorted(conv1) != list(range(towers)):
+        raise RuntimeError(f'export: expected one conv1 Conv per tower reading the input ({towers}), found {sorted(conv1)}')
+    lrn = [n.name for n in graph.node if n.op_type == 'LRN']
+    expected = sum(1 for m in model.modules() if type(m).__name__ == 'TowerLRN')
+    if len(lrn) != expected:
+        raise RuntimeError(f'export: expected {expected} LRN nodes, found {len(lrn)} (was LRN decomposed?)')
+    return dict(conv1_nodes=[conv1[t] for t in range(towers)], lrn_nodes=lrn)
+
+
+def _lrn_meta(model: nn.Module) -> Dict[str, Any]:
+    from .lrn import TowerLRN
+    m = next((m for m in model.modules() if isinstance(m, TowerLRN)), None)
+    if m is None:
+        return {}
+    return dict(size=m.size, alpha=m.onnx_alpha, beta=m.beta, k=m.k, scope=model.lrn_scope,
+                convention='x / (k + alpha / size * sum of squares over size channels) ** beta (ONNX LRN)')
+
+
+def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any],
+              extra: Optional[Dict[str, Any]]) -> Dict[str, str]:
+    from . import __version__
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch = cfg.get('architecture') or type(model).__name__
+    meta: Dict[str, Any] = {
+        'architecture': arch + (f'.{cfg["tag"]}' if cfg.get('tag') else ''),
+        'num_towers': model.num_towers,
+        'num_classes': model.num_classes,
+        'conv1_nodes': facts['conv1_nodes'],
+        'channel_order': 'RGB',
+        'mean': list(cfg.get('mean', ())),
+        'std': list(cfg.get('std', ())),
+        'input_size': list(input_size),
+        'preprocessing': 'input = (rgb / 255 - mean) / std, rgb in 0..255, NCHW',
+        'lrn': _lrn_meta(model),
+        'package_version': __version__,
+    }
+    meta.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+# ---- verification ------------------------------------------------------------------------------------
+def _session(path: Path):
+    """An onnxruntime session: CUDA (TF32 off) when torch sees a GPU, else CPU. Returns (session, provider)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    providers: List[Any] = ['CPUExecutionProvider']
+    if torch.cuda.is_available() and 'CUDAExecutionProvider' in ort.get_available_providers():
+        providers.insert(0, ('CUDAExecutionProvider', {'use_tf32': 0}))
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # onnxruntime's own exception types
+        raise UserError(f'onnxruntime cannot load the export ({str(e).splitlines()[0][:200]})') from e
+    return sess, sess.get_providers()[0]
+
+
+def _random_images(batch: int, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], seed: int) -> torch.Tensor:
+    """Uniform 0-255 pixels, preprocessed as real ones are: (x / 255 - mean) / std (the paper: x - mean pixel)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch, *input_size), generator=g).float()
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x / 255 - m) / s
+
+
+def _verify(path: Path, model: nn.Module, input_size: Sequence[int], batches: Sequence[int]) -> Dict[str, Any]:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    mean = cfg.get('mean', (0.485, 0.456, 0.406))
+    std = cfg.get('std', (1 / 255,) * 3)
+    sess, provider = _session(path)
+    max_rel = max_abs = 0.0
+    for i, b in enumerate(batches):
+        x = _random_images(b, input_size, mean, std, seed=i)
+        with torch.inference_mode():
+            ref = model(x).numpy().astype(np.float64)
+        out = sess.run(None, {INPUT_NAME: x.numpy()})[0].astype(np.float64)
+        if out.shape != ref.shape:
+            raise RuntimeError(f'onnxruntime output {out.shape} differs in shape from PyTorch {ref.shape} at batch {b}')
+        err = float(np.abs(out - ref).max())
+        max_abs = max(max_abs, err)
+        max_rel = max(max_rel, err / max(float(np.abs(ref).max()), np.finfo(np.float32).tiny))
+    return dict(max_rel_err=max_rel, max_abs_err=max_abs, provider=provider, verified_batches=list(batches))
+
+
+# ---- export ------------------------------------------------------------------------------------------
+def _to_onnx(model: nn.Module, x: torch.Tensor):
+    """torch.onnx dynamo export at the exporter's own opset with a dynamic batch axis, quietly; returns the ModelProto."""
+    out_name = 'logits' if model.num_classes else 'features'
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter('ignore')
+        program = torch.onnx.export(
+            model, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[out_name],
+            dynamic_shapes=({0: 'batch'},), optimize=True, verbose=False, external_data=False)
+    return program.model_proto
+
+
+def _convert_opset(proto, opset: int):
+    """The tidied graph at another opset (onnx's version converter keeps node names and metadata)."""
+    from onnx import version_converter
+    if opset == _opset(proto):
+        return proto
+    try:
+        return version_converter.convert_version(proto, opset)
+    except Exception as e:  # onnx raises RuntimeError / ValidationError with a C++ assertion text
+        raise UserError(f'cannot convert the graph to opset {opset} ({str(e).splitlines()[-1][:120]}); '
+                        'try a newer opset or the default') from e
+
+
+def export_onnx(
+        model: nn.Module,
+        path,
+        *,
+        batch_size: int = 2,
+        opset: Optional[int] = None,
+        input_size: Optional[Sequence[int]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        verify: bool = True,
+        tolerance: float = DEFAULT_TOLERANCE,
+        overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Export a split AlexNet to ONNX at ``path`` (written to a temp file, checked, verified, then renamed).
+
+    Args:
+        model: an AlexNetSplit (any device; exported and compared on the CPU in fp32, eval mode).
+        path: output file; its folder is created. An existing file is an error unless ``overwrite``.
+        batch_size: batch of the example input (>= 2; the batch axis is dynamic in the file).
+        opset: ai.onnx opset (default: the exporter's); must be one onnxruntime loads.
+        input_size: (C, H, W); default the model's pretrained_cfg input size.
+        metadata: extra metadata_props (class_names, checkpoint_sha256...); non-strings stored as JSON.
+        verify: run the file in onnxruntime and compare with PyTorch at batch 1 and ``batch_size + 1``.
+        tolerance: largest accepted ``max |onnx - torch| / max |torch|``.
+        overwrite: replace an existing file.
+
+    Returns:
+        A report: path, bytes, opset, ir_version, num_towers, conv1_nodes, lrn_nodes, input_size,
+        tolerance, seconds; with ``verify`` also provider, max_rel_err, max_abs_err, verified_batches.
+    """
+    import onnx
+    t0 = time.perf_counter()
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f'output {path} is a folder; give a file name such as {path / "model.onnx"}')
+    if path.exists() and not overwrite:
+        raise UserError(f'{path} exists; use --force to replace it, or choose another --output')
+    if batch_size < 2:
+        raise UserError('batch_size must be >= 2 (torch.export would fix a batch of 1 in the graph)')
+    if not 0 < tolerance <= 1:
+        raise UserError(f'tolerance must be in (0, 1], got {tolerance}')
+    _, max_opset = ort_limits()
+    if opset is not None and not 7 <= opset <= max_opset:
+        raise UserError(f'opset {opset} is outside what the installed onnxruntime loads (7..{max_opset})')
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    input_size = tuple(int(s) for s in (input_size or cfg.get('input_size') or (3, 224, 224)))
+    if len(input_size) != 3:
+        raise UserError(f'input_size must be (C, H, W), got {input_size}')
+
+    training = model.training
+    if any(p.device.type != 'cpu' for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()
+        training = None
+    model.eval()
+    try:
+        x = _random_images(batch_size, input_size, cfg.get('mean', (0.0,) * 3), cfg.get('std', (1.0,) * 3), seed=0)
+        proto = _to_onnx(model, x)
+        _tidy_graph(proto, model)
+        if opset is not None:
+            proto = _convert_opset(proto, opset)
+        facts = _graph_facts(proto, model)
+        proto.ir_version = _ir_version_for(proto)
+        proto.graph.name = (cfg.get('architecture') or type(model).__name__)
+        proto.doc_string = 'AlexNet split into towers (Krizhevsky et al. 2012); see metadata_props.'
+        onnx.helper.set_model_props(proto, _metadata(model, input_size, facts, metadata))
+        onnx.checker.check_model(proto, full_check=True)
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+        try:
+            tmp.write_bytes(proto.SerializeToString())
+            report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=_opset(proto),
+                                          ir_version=proto.ir_version, num_towers=model.num_towers,
+                                          input_size=list(input_size), tolerance=tolerance, **facts)
+            if verify:
+                report.update(_verify(tmp, model, input_size, (1, batch_size + 1)))
+                if not report['max_rel_err'] <= tolerance:
+                    raise UserError(f'onnxruntime ({report["provider"]}) differs from PyTorch by {report["max_rel_err"]:.3g} '
+                                    f'(relative), above the tolerance {tolerance:g}; nothing written')
+            else:
+                _session(tmp)
+            if path.exists() and not overwrite:
+                raise UserError(f'{path} appeared during the export; use --force to replace it')
+            os.replace(tmp, path)
+        except OSError as e:
+            raise UserError(f'cannot write {path}: {e.strerror or e}') from e
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        if training is not None:
+            model.train(training)
+    report['seconds'] = time.perf_counter() - t0
+    return report
+
+
+# ---- speed ---------------------------------------------------------------------------------------------
+def _interleaved_medians(fns: Sequence, warmup: int, repeats: int) -> List[float]:
+    """Median seconds of each function, timed in turn within every round so load drift hits all alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
+
+
+def bench_onnxruntime(
+        model_name: str = 'alexnet_split_2',
+        batch_sizes: Sequence[int] = (1, 32),
+        warmup: int = 2,
+        repeats: int = 5,
+        threads: Optional[int] = None,
+        num_classes: int = 1000,
+) -> List[Dict[str, Any]]:
+    """onnxruntime (CPU) against PyTorch eager (inference_mode, fp32) on the same model, same run.
+
+    Exports ``model_name`` to a temporary folder (verified), then times one batch per run at each
+    batch size: median of ``repeats`` runs after ``warmup``, the two timed in turn. Both use ``threads``
+    intra-op threads (default: torch's). Returns one dict per batch size: model, batch_size, threads,
+    torch_img_s, ort_img_s, ratio (ort speed / torch speed), and the export's max_rel_err.
+    """
+    import onnxruntime as ort
+    threads = threads or torch.get_num_threads()
+    model = create_split_model(model_name, num_classes=num_classes).eval()
+    cfg = model.pretrained_cfg
+    input_size = tuple(cfg.get('input_size', (3, 224, 224)))
+    results = []
+    with tempfile.TemporaryDirectory(prefix='alexnet_split_bench_') as d:
+        report = export_onnx(model, Path(d) / f'{model_name}.onnx')
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle spinning would slow torch's turn
+        sess = ort.InferenceSession(report['path'], opts, providers=['CPUExecutionProvider'])
+        prev = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for b in batch_sizes:
+                x = _random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
+                feed = {INPUT_NAME: x.numpy()}
+
+                def run_torch(x: torch.Tensor = x) -> None:
+                    with torch.inference_mode():
+                        model(x)
+
+                t_torch, t_ort = _interleaved_medians([run_torch, lambda feed=feed: sess.run(None, feed)], warmup, repeats)
+                results.append(dict(model=model_name, batch_size=b, threads=threads, torch_img_s=round(b / t_torch, 2),
+                                    ort_img_s=round(b / t_ort, 2), ratio=round(t_torch / t_ort, 3),
+                                    max_rel_err=float(f'{report["max_rel_err"]:.3g}')))
+        finally:
+            torch.set_num_threads(prev)
+    return results
+
+
+# ---- command line ---------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description='Export a split AlexNet to ONNX and verify it.\n\n'
+                    'Input: a model name, optionally with trained weights from a checkpoint file (state_dict, timm\n'
+                    'training checkpoint or .safetensors) or a training run folder (args.yaml + best checkpoint).\n'
+                    'Output: one .onnx file (default exports/MODEL.onnx): dynamic batch axis, one LRN node per tower\n'
+                    'and layer, one conv1 Conv per tower reading initializers towers.N.conv1.weight, and metadata\n'
+                    '(towers, conv1 nodes, mean/std, input size, class names, checkpoint sha256) that `kernels` reads.\n'
+                    'The file passes onnx.checker, loads in the installed onnxruntime, and is run on random images\n'
+                    'and compared with PyTorch: the max relative error is printed, and above --tolerance (default\n'
+                    f'{DEFAULT_TOLERANCE:g}) the export fails and nothing is written.',
+        epilog='examples:\n'
+               '  timm-alexnet-split export --model alexnet_split_2\n'
+               '  timm-alexnet-split export --run runs/demo --output exports/demo.onnx --force\n'
+               '  timm-alexnet-split export --model alexnet_split_3 --checkpoint model_best.pth.tar --num-classes 8',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', help='registered model name, e.g. alexnet_split_2 (with --run: taken from args.yaml)')
+    src = p.add_mutually_exclusive_group()
+    src.add_argument('--checkpoint', type=Path, metavar='PATH',
+                     help='weights: a state_dict (.pth/.pt), a timm training checkpoint (.pth.tar) or .safetensors')
+    src.add_argument('--run', type=Path, metavar='RUN_DIR',
+                     help='a training run folder (args.yaml + model_best.pth.tar / last.pth.tar / *.safetensors)')
+    p.add_argument('--num-classes', type=int, metavar='K',
+                   help="classifier outputs (default: the checkpoint's, else the run's, else 1000)")
+    p.add_argument('--output', type=Path, metavar='FILE', help='output file (default exports/MODEL.onnx)')
+    p.add_argument('--opset', type=int, metavar='N', help="ai.onnx opset (default: the exporter's)")
+    p.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
+                   help=f'largest accepted relative error against PyTorch (default {DEFAULT_TOLERANCE:g})')
+    p.add_argument('--force', action='store_true', help='replace an existing output file')
+    return p
+
+
+def _refuse_existing(output: Optional[Path], force: bool) -> None:
+    """Refuse before any loading or exporting when the output is there and --force is not."""
+    if output is not None and output.exists() and not force:
+        raise UserError(f'{output} exists; use --force to replace it, or choose another --output')
+
+
+def main(argv: List[str]) -> int:
+    """``timm-alexnet-split export``: build (and load) the model, export, verify, print a short report."""
+    args = _parser().parse_args(argv)
+    import timm
+
+    from .checkpoint import ModelInfo, load_into, read_checkpoint, read_run, sha256_file, state_dict_kwargs
+    if args.num_classes is not None and args.num_classes < 0:
+        raise UserError('--num-classes must be >= 0 (0 exports the 4096 pre-logits features)')
+    run = read_run(args.run) if args.run else None
+    if args.model and run and run.model and run.model != args.model:
+        raise UserError(f'--model {args.model} differs from {run.model} in {run.run_dir / "args.yaml"}; drop --model')
+    name = args.model or (run.model if run else None)
+    _refuse_existing(args.output or (Path('exports') / f'{name}.onnx' if name else None), args.force)
+
+    ckpt_path = run.checkpoint if run else args.checkpoint
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path else None
+    info = run or ModelInfo()
+    if ckpt is not None:
+        said = ckpt.info.model if ckpt.info.model and timm.is_model(ckpt.info.model) else None
+        if name and said and said != name:
+            raise UserError(f'{ckpt.path} was trained as {said}, not {name}; drop --model (or give the matching one)')
+        info = info.merged(ModelInfo(**{**vars(ckpt.info), 'model': said}))
+    name = name or info.model
+    if not name:
+        raise UserError('--model is required (the checkpoint or run does not name its model)')
+    output = args.output or Path('exports') / f'{name}.onnx'
+    _refuse_existing(output, args.force)
+
+    kwargs = dict(info.model_kwargs)
+    if info.num_classes is not None:
+        kwargs['num_classes'] = info.num_classes
+    if ckpt is not None:
+        kwargs.update(state_dict_kwargs(ckpt.state_dict))
+    if args.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes
+    model = create_split_model(name, **kwargs)
+    meta: Dict[str, Any] = {}
+    if ckpt is not None:
+        load_into(model, ckpt.state_dict, name, f'{ckpt.path} ({ckpt.source})')
+        print(f'weights: {ckpt.path} ({ckpt.source}); model options {kwargs}')
+        meta['checkpoint_sha256'] = sha256_file(ckpt.path)
+        meta['checkpoint_file'] = ckpt.path.name
+    else:
+        print(f'weights: none given, {name} as initialised (init seed not fixed)')
+    if info.mean and info.std:
+        model.pretrained_cfg = {**model.pretrained_cfg, 'mean': tuple(info.mean), 'std': tuple(info.std)}
+    if info.class_names:
+        if len(info.class_names) == model.num_classes:
+            meta['class_names'] = info.class_names
+        else:
+            print(f'note: {len(info.class_names)} class names for {model.num_classes} classes; class_names not written',
+                  file=sys.stderr)
+
+    print(f'exporting {name} ({model.num_towers} towers, {model.num_classes} classes) to {output} ...')
+    report = export_onnx(model, output, opset=args.opset, input_size=info.input_size, metadata=meta,
+                         tolerance=args.tolerance, overwrite=args.force)
+    print(f'wrote {report["path"]} ({report["bytes"] / 2**20:.1f} MiB, opset {report["opset"]}, IR {report["ir_version"]}, '
+          f'{len(report["lrn_nodes"])} LRN nodes, conv1: {", ".join(report["conv1_nodes"])})')
+    print(f'onnxruntime ({report["provider"]}) vs PyTorch fp32 at batch {" and ".join(map(str, report["verified_batches"]))}: '
+          f'max relative error {report["max_rel_err"]:.2e} (tolerance {report["tolerance"]:g}), '
+          f'max abs error {report["max_abs_err"]:.2e}')
+    return 0
