@@ -1,0 +1,541 @@
+"""The trainer: run folder artefacts, exact resume, signals, unreadable images, divergence, options, evaluation.
+
+Runs train the real alexnet_split_2 on a few 64-pixel images the tests draw themselves (one optimiser step
+per epoch: fc6/fc7 make each step cost a fraction of a second on a CPU, a checkpoint ~450 MB).
+"""
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import timm_alexnet_split  # noqa: F401  (registers the models)
+from timm_alexnet_split import cli, train
+from timm_alexnet_split.errors import UserError
+from timm_alexnet_split.schedule import PlateauDecay
+
+COLOURS = {'blue': (40, 40, 200), 'green': (40, 200, 40), 'red': (200, 40, 40)}
+SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_top1', 'eval_loss', 'eval_top1', 'eval_top5', 'lr']
+# one step per epoch (7 training items, batch 4, last batch dropped); PCA lighting, paper crops, flips and a
+# loader worker all draw random numbers, so an exact resume has to restore every generator
+RUN_OPTS = ['--img-size', '64', '-b', '4', '--lr', '0.001', '--opt', 'momentum', '--weight-decay', '0.0005',
+            '--sched', 'plateau', '--plateau-metric', 'train_top1', '--plateau-patience', '1', '--warmup-epochs', '0',
+            '--smoothing', '0', '--color-jitter', '0', '--drop', '0.5', '--paper-crop', '--pca-lighting', '0.1',
+            '--workers', '1', '--device', 'cpu', '--checkpoint-hist', '1', '--log-interval', '1', '--seed', '3']
+
+
+def make_folder(root: Path, per_class: dict, size=(80, 72), seed=0, corrupt: bool = False) -> Path:
+    """ImageFolder splits of noisy solid-colour PNGs ({split: images per class}); optionally one corrupt JPEG."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for name, rgb in COLOURS.items():
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = np.clip(np.array(rgb)[None, None] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+                Image.fromarray(a.astype(np.uint8)).save(d / f'{i}.png')
+    if corrupt:
+        (root / 'train' / 'red' / 'broken.jpg').write_bytes(b'\xff\xd8 this is not a jpeg')
+    return root
+
+
+def run_train(argv):
+    return train.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp('data'), {'train': 2, 'validation': 1}, corrupt=True)
+
+
+@pytest.fixture(scope='module')
+def trained_run(data_dir, tmp_path_factory):
+    """Two epochs in one go: the reference for the artefact, resume and validate tests."""
+    out = tmp_path_factory.mktemp('runs')
+    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 2, '--output', out, '--experiment', 'full']) == 0
+    return out / 'full'
+
+
+def read_summary(run_dir):
+    with open(run_dir / 'summary.csv', newline='') as f:
+        return list(csv.reader(f))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a run and its folder
+# ---------------------------------------------------------------------------------------------------------------------
+def test_run_writes_every_artefact(trained_run):
+    rows = read_summary(trained_run)
+    assert rows[0] == SUMMARY_COLUMNS
+    assert [int(r[0]) for r in rows[1:]] == [0, 1]
+    assert all(math.isfinite(float(v)) for r in rows[1:] for v in r)
+
+    for name in ('args.yaml', 'log.txt', 'last.pth.tar', 'model_best.pth.tar', 'last.safetensors',
+                 'model_best.safetensors', 'acc.png', 'loss.png', 'class_map.txt'):
+        assert (trained_run / name).is_file(), name
+    for png in ('acc.png', 'loss.png'):
+        assert (trained_run / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (trained_run / 'class_map.txt').read_text().split() == sorted(COLOURS)
+
+    ckpt = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert ckpt['epoch'] == 1 and ckpt['complete'] is True and ckpt['arch'] == 'alexnet_split_2'
+    assert {'state_dict', 'optimizer', 'scheduler', 'rng', 'args', 'data_config', 'class_names'} <= set(ckpt)
+    assert ckpt['optimizer']['state'], 'optimizer momentum buffers are saved'
+    assert {'python', 'numpy', 'torch'} <= set(ckpt['rng'])
+    assert ckpt['args']['lr'] == 0.001 and ckpt['args']['num_classes'] == 3
+    assert ckpt['class_names'] == sorted(COLOURS)
+    best = torch.load(trained_run / 'model_best.pth.tar', map_location='cpu', weights_only=True)
+    assert best['epoch'] in (0, 1)
+
+    from safetensors.torch import load_file
+    st = load_file(str(trained_run / 'last.safetensors'))
+    assert st.keys() == ckpt['state_dict'].keys()
+    assert all(torch.equal(st[k], ckpt['state_dict'][k]) for k in st)
+
+    towers = json.loads((trained_run / 'conv1' / 'towers.json').read_text())
+    assert towers == {'num_towers': 2, 'kernels_per_tower': [48, 48], 'channel_order': 'RGB'}
+    snaps = sorted(p.name for p in (trained_run / 'conv1').glob('epoch_*.npy'))
+    assert snaps == ['epoch_0000.npy', 'epoch_0001.npy', 'epoch_0002.npy']
+    k0, k2 = (np.load(trained_run / 'conv1' / s) for s in (snaps[0], snaps[2]))
+    assert k0.shape == k2.shape == (96, 3, 11, 11) and k2.dtype == np.float32
+    sd = ckpt['state_dict']
+    assert np.array_equal(k2, torch.cat([sd['towers.0.conv1.weight'], sd['towers.1.conv1.weight']]).numpy())
+    assert not np.array_equal(k0, k2), 'conv1 moved during training'
+
+
+def test_args_yaml_is_resolved_and_reusable_as_config(trained_run):
+    args = yaml.safe_load((trained_run / 'args.yaml').read_text())
+    assert args['num_classes'] == 3 and args['lr'] == 0.001 and args['device'] == 'cpu'
+    again = train.parse_args(['--config', str(trained_run / 'args.yaml')])
+    assert again.epochs == 2 and again.paper_crop is True and again.pca_lighting == 0.1
+
+
+def test_unreadable_image_is_skipped_counted_and_reported(trained_run):
+    lines = (trained_run / 'skipped_images.txt').read_text().splitlines()
+    assert lines and all(line.split('\t')[1].endswith('broken.jpg') for line in lines)
+    log = (trained_run / 'log.txt').read_text()
+    assert 'unreadable image' in log and 'skipped_images.txt' in log
+
+
+def test_resume_ends_with_the_same_weights_and_metrics(trained_run, data_dir, tmp_path):
+    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'part']) == 0
+    part = tmp_path / 'part'
+    assert read_summary(part)[1:] != read_summary(trained_run)[1:]
+    assert run_train(['--resume', part / 'last.pth.tar', '--epochs', 2]) == 0
+    assert read_summary(part) == read_summary(trained_run)
+    a = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    b = torch.load(part / 'last.pth.tar', map_location='cpu', weights_only=True)
+    for key, value in a['state_dict'].items():
+        torch.testing.assert_close(b['state_dict'][key], value, rtol=0, atol=1e-6, msg=key)
+    assert a['scheduler']['num_decays'] == b['scheduler']['num_decays']
+    assert a['scheduler']['best'] == b['scheduler']['best']
+    assert np.array_equal(np.load(part / 'conv1' / 'epoch_0002.npy'), np.load(trained_run / 'conv1' / 'epoch_0002.npy'))
+    assert (part / 'args-resume-epoch1.yaml').is_file() and (part / 'args.yaml').is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
+    cmd = [sys.executable, '-m', 'timm_alexnet_split.train', '--data-dir', str(data), *RUN_OPTS, '-b', '2',
+           '--workers', '0', '--epochs', '3', '--output', str(tmp_path), '--experiment', 'sig']
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith('Train: 0'):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = ''.join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert 'Traceback' not in err and 'stopped by SIGTERM' in err
+    ckpt = torch.load(tmp_path / 'sig' / 'recovery.pth.tar', map_location='cpu', weights_only=True)
+    assert ckpt['epoch'] == 0 and ckpt['complete'] is False and ckpt['batch_idx'] < 4
+    assert not (tmp_path / 'sig' / 'last.pth.tar').exists()
+    assert not list((tmp_path / 'sig').glob('.*.tmp'))
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_dir, tmp_path, monkeypatch):
+    made = train.create_train_model
+    calls = {'n': 0}
+
+    def poisoned(*a, **k):
+        model = made(*a, **k)
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls['n'] += 1
+                if calls['n'] >= 2:  # the step of epoch 1
+                    return output * float('inf')
+            return output
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train, 'create_train_model', poisoned)
+    with pytest.raises(UserError, match=r'loss is (nan|inf) at epoch 1.*last good checkpoint .*last.pth.tar is intact'):
+        run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan'])
+    ckpt = torch.load(tmp_path / 'nan' / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert ckpt['epoch'] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
+    assert len(read_summary(tmp_path / 'nan')) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------------------------------
+def _validate(capsys, *argv):
+    assert train.validate_main([str(a) for a in argv]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir, capsys):
+    r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
+    last = read_summary(trained_run)[-1]
+    assert r['crop'] == 'center' and r['images'] == 3
+    assert r['top1'] == pytest.approx(float(last[4]), abs=1e-3)
+    assert r['loss'] == pytest.approx(float(last[3]), rel=1e-4)
+    st = _validate(capsys, '--checkpoint', trained_run / 'last.safetensors', '--data-dir', data_dir, '-j', 0)
+    assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
+
+
+def test_validate_ten_crop_averages_the_softmax_of_ten_crops(trained_run, data_dir, capsys):
+    r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0, '--ten-crop')
+    assert r['crop'] == 'ten-crop' and r['images'] == 3
+    ckpt = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    import timm
+    model = timm.create_model('alexnet_split_2', num_classes=3).eval()
+    model.load_state_dict(ckpt['state_dict'])
+    dc = ckpt['data_config']
+    tc = train.TenCrop(tuple(dc['input_size'][1:]), dc['crop_pct'], dc['interpolation'])
+    mean = torch.tensor(dc['mean']).view(1, 3, 1, 1) * 255
+    losses, correct = [], 0
+    for label, name in enumerate(sorted(COLOURS)):
+        crops = tc(Image.open(data_dir / 'validation' / name / '0.png').convert('RGB')).float() - mean
+        with torch.no_grad():
+            p = model(crops).softmax(-1).mean(0)
+        losses.append(-math.log(p[label].item()))
+        correct += int(p.argmax().item() == label)
+    assert r['loss'] == pytest.approx(sum(losses) / 3, rel=1e-4)
+    assert r['top1'] == pytest.approx(100 * correct / 3, abs=1e-3)
+
+
+def test_ten_crop_geometry():
+    w, h, size = 100, 80, 64
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+    img = Image.fromarray(np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8))
+    crops = train.TenCrop((size, size), crop_pct=size / h)(img)  # shorter side already 80: no resize
+    assert crops.shape == (10, 3, size, size) and crops.dtype == torch.uint8
+    origin = [(int(c[0, 0, 0]), int(c[1, 0, 0])) for c in crops]
+    corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size), ((w - size) // 2, (h - size) // 2)]
+    assert origin[:5] == corners
+    # the other five: the same corners and centre of the mirrored image, i.e. the mirrors of the first five
+    mirrored = [next(i for i in range(5) if torch.equal(m, crops[i].flip(-1))) for m in crops[5:]]
+    assert sorted(mirrored) == [0, 1, 2, 3, 4]
+
+
+def test_paper_crop_is_a_random_crop_of_the_centre_square():
+    w, h, size = 120, 80, 64
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+    img = Image.fromarray(np.stack([xs, ys, np.zeros_like(xs)], -1).astype(np.uint8))
+    crop = train.PaperCrop((size, size), crop_pct=size / h)  # shorter side 80 = size / crop_pct: no resize
+    origins = set()
+    for _ in range(40):
+        a = np.asarray(crop(img))
+        assert a.shape == (size, size, 3)
+        x0, y0 = int(a[0, 0, 0]), int(a[0, 0, 1])
+        assert (w - h) // 2 <= x0 <= (w - h) // 2 + h - size and 0 <= y0 <= h - size
+        assert np.array_equal(a[:, :, 0], x0 + np.tile(np.arange(size), (size, 1)))
+        origins.add((x0, y0))
+    assert len(origins) > 5
+
+
+def test_loader_gives_0_255_pixels_minus_the_mean_pixel(tmp_path):
+    import timm
+    from timm.data import resolve_data_config
+    rgb = np.array([200, 100, 50])
+    d = tmp_path / 'solid' / 'validation' / 'only'
+    d.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.broadcast_to(rgb, (70, 90, 3)).astype(np.uint8)).save(d / f'{i}.png')
+    model = timm.create_model('alexnet_split_2', num_classes=1)
+    dc = resolve_data_config({'img_size': 64}, model=model)
+    expected = torch.tensor(rgb - np.array(dc['mean']) * 255, dtype=torch.float32).view(1, 3, 1, 1)
+    args = train.parse_args(['--data-dir', str(tmp_path / 'solid'), '--train-split', 'validation', '--no-aug',
+                             '-b', '2', '--workers', '0'])
+    args.distributed, args.prefetcher = False, True
+    ds = train._create_dataset(args, 'validation', False, None, 'validation')
+    for prefetcher in (True, False):
+        loader = train.eval_loader(ds, dc, 2, 0, torch.device('cpu'), prefetcher=prefetcher)
+        x, _ = next(iter(loader))
+        torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
+    train_loader, _ = train.build_loaders(args, dc, torch.device('cpu'), ds, None, torch.float32)
+    x, _ = next(iter(train_loader))
+    torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
+
+
+def test_pca_lighting_adds_one_offset_per_image_in_0_255_units():
+    args = train.parse_args(['--pca-lighting', '0.1'])
+    pca = train._build_pca(args, {'std': (1 / 255,) * 3})  # the split AlexNet's std: pixels stay on 0-255
+    torch.manual_seed(0)
+    out = pca(torch.zeros(512, 3, 4, 4))
+    per_image = out[:, :, 0, 0]
+    assert torch.equal(out, per_image[:, :, None, None].expand_as(out))
+    # along the first ImageNet eigenvector the offsets have std 0.1 * 0.2175 (0-1 units) = 5.5 on the 0-255 scale
+    from timm_alexnet_split.augment import IMAGENET_EIGVEC
+    along = per_image.double() @ torch.tensor(IMAGENET_EIGVEC[0], dtype=torch.float64)
+    assert along.std().item() == pytest.approx(0.1 * 0.2175 * 255, rel=0.15)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the plateau schedule
+# ---------------------------------------------------------------------------------------------------------------------
+def _optimizer(lr=0.01):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
+
+
+def _lr(opt):
+    return opt.param_groups[0]['lr']
+
+
+def test_plateau_decays_after_patience_epochs_at_most_k_times():
+    opt = _optimizer()
+    sched = PlateauDecay(opt, patience=2, max_decays=2, decay_rate=0.1, mode='max')
+    metrics = [50, 60, 60, 55, 70, 70, 70, 69, 69, 69, 69, 69]
+    lrs = []
+    for epoch, m in enumerate(metrics):
+        sched.step(epoch + 1, m)
+        lrs.append(_lr(opt))
+    # no improvement at epochs 2, 3 -> decay; improvement at 4; none at 5, 6 -> decay; then the limit holds
+    assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4])
+    assert sched.num_decays == 2 and sched.decay_epochs == [4, 7]
+
+
+def test_plateau_min_mode_warmup_and_missing_metrics():
+    opt = _optimizer()
+    sched = PlateauDecay(opt, patience=1, mode='min', warmup_t=2, warmup_lr_init=0.0)
+    assert _lr(opt) == 0.0
+    sched.step(1, 5.0)
+    assert _lr(opt) == pytest.approx(0.005)  # warm-up: metrics not counted
+    sched.step(2, 5.0)
+    assert _lr(opt) == pytest.approx(0.01) and sched.num_decays == 0
+    sched.step(3, 1.0)
+    sched.step(4, None)  # no measurement: rate kept, nothing counted
+    assert _lr(opt) == pytest.approx(0.01)
+    sched.step(5, 2.0)  # worse loss
+    assert _lr(opt) == pytest.approx(0.001)
+
+
+def test_plateau_state_dict_round_trip_continues_identically():
+    metrics = [10, 9, 9, 12, 11, 11, 11, 10, 13, 13, 13]
+    ref_opt = _optimizer()
+    ref = PlateauDecay(ref_opt, patience=2, max_decays=3)
+    for e, m in enumerate(metrics):
+        ref.step(e + 1, m)
+    opt_a = _optimizer()
+    a = PlateauDecay(opt_a, patience=2, max_decays=3)
+    for e, m in enumerate(metrics[:5]):
+        a.step(e + 1, m)
+    saved = torch.load(_roundtrip(a.state_dict()), weights_only=True)
+    opt_b = _optimizer()
+    b = PlateauDecay(opt_b, patience=5, max_decays=0)  # other settings: the state carries them
+    b.load_state_dict(saved)
+    b.step(5)
+    assert _lr(opt_b) == _lr(opt_a)
+    for e, m in enumerate(metrics[5:], start=5):
+        b.step(e + 1, m)
+    assert _lr(opt_b) == pytest.approx(_lr(ref_opt)) and b.num_decays == ref.num_decays
+
+
+def _roundtrip(obj):
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# options, config files, refusals
+# ---------------------------------------------------------------------------------------------------------------------
+def test_config_file_then_command_line(tmp_path):
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('lr: 0.5\nepochs: 7\nmodel_kwargs: {init: caffe}\nweight_decay: 5e-4\nplateau_metric: val_loss\n')
+    args = train.parse_args(['-c', str(cfg), '--lr', '0.25'])
+    assert args.lr == 0.25 and args.epochs == 7 and args.model_kwargs == {'init': 'caffe'}
+    assert args.weight_decay == 0.0005  # YAML reads 5e-4 as a string: converted as the command line would
+    assert args.plateau_metric == 'val_loss'
+    assert args.batch_size == 128 and args.sched == 'cosine'  # timm train.py's defaults
+    assert train.parse_args(['--config', str(cfg), '--epochs', '3']).epochs == 3
+
+
+def test_resume_takes_the_checkpoints_options_then_config_then_cli(tmp_path):
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('epochs: 9\n')
+    ck = {'lr': 0.3, 'epochs': 4, 'batch_size': 16, 'device': 'cuda:3', 'pca_lighting': 0.1}
+    args = train.parse_args(['--config', str(cfg), '--batch-size', '8'], resume_args=ck)
+    assert (args.lr, args.epochs, args.batch_size, args.pca_lighting) == (0.3, 9, 8, 0.1)
+    assert args.device is None  # the machine is not inherited
+
+
+@pytest.mark.parametrize('argv, config, match', [
+    (['--mixup', '0.2'], None, 'not supported.*mixup'),
+    (['--model-ema'], None, 'not supported.*EMA'),
+    (['--no-such-option', '1'], None, 'unknown option --no-such-option'),
+    ([], {'mixup': 0.2}, 'mixup = 0.2 is not supported'),
+    ([], {'weight_decy': 0.1}, "unknown option 'weight_decy' .*did you mean weight_decay"),
+    ([], {'lr': 'fast'}, 'lr: expected float'),
+    ([], {'epochs': 2.5}, 'epochs: expected int'),
+    ([], {'scale': 0.5, 'input_size': [3, 64]}, 'input_size: expected 3 values'),
+    ([], {'paper_crop': 'yes'}, 'paper_crop: expected true or false'),
+    ([], {'plateau_metric': 'val_top5'}, 'plateau_metric: expected one of'),
+    ([], ['lr', 0.1], 'must be a mapping'),
+])
+def test_refuses_unknown_unsupported_and_ill_typed_options(tmp_path, argv, config, match):
+    if config is not None:
+        (tmp_path / 'c.yaml').write_text(yaml.safe_dump(config))
+        argv = ['--config', str(tmp_path / 'c.yaml'), *argv]
+    with pytest.raises(UserError, match=match):
+        train.parse_args(argv)
+
+
+def test_unsupported_option_at_its_off_value_is_accepted_in_a_config(tmp_path):
+    (tmp_path / 'c.yaml').write_text('mixup: 0.0\nmodel_ema: false\nwandb_tags: []\n')
+    train.parse_args(['--config', str(tmp_path / 'c.yaml')])
+
+
+@pytest.mark.parametrize('argv, match', [
+    (['--model-parallel', 'cuda:0', 'cuda:1'], 'not yet supported'),
+    (['--plateau-metric', 'train_top1'], 'needs --sched plateau'),
+    (['--sched', 'plateau', '--val-split', ''], 'validation metric but --val-split is empty'),
+    (['--paper-crop', '--scale', '0.5', '1'], 'replaces timm.s random-resized crop'),
+    (['--pca-eig', 'eig.json'], 'no effect without --pca-lighting'),
+    (['--epochs', '0'], '--epochs must be >= 1'),
+])
+def test_refuses_combinations_that_would_be_ignored(argv, match):
+    args = train.parse_args(argv)
+    args.distributed = False
+    with pytest.raises(UserError, match=match):
+        train.check_args(args)
+
+
+def test_model_parallel_none_is_accepted():
+    args = train.parse_args(['--model-parallel', 'none'])
+    args.distributed = False
+    train.check_args(args)
+
+
+def test_bad_input_ends_in_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('lr: [0.1\n')
+    assert cli.main(['train', '--config', str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'not valid YAML' in err[0]
+    assert cli.main(['train', '--config', str(tmp_path / 'missing.yaml')]) == 2
+    assert cli.main(['validate', '--checkpoint', str(tmp_path / 'none.pth.tar'), '--data-dir', str(tmp_path)]) == 2
+    garbage = tmp_path / 'garbage.pth.tar'
+    garbage.write_bytes(b'not a checkpoint')
+    assert cli.main(['validate', '--checkpoint', str(garbage), '--data-dir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and 'cannot read checkpoint' in err[-1]
+
+
+def test_missing_data_folder_from_the_command_line(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'timm_alexnet_split.train', '--data-dir', str(tmp_path / 'nope'),
+                        '--device', 'cpu', '--output', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f'timm-alexnet-split train: error: data folder {tmp_path / "nope"} not found']
+    assert not any(tmp_path.glob('*/args.yaml')), 'nothing written for a run that never started'
+
+
+def test_demo_data_option_trains_on_ensure_demo_data(tmp_path, monkeypatch):
+    import types
+    folder = make_folder(tmp_path / 'demo', {'train': 1, 'validation': 1})
+    fake = types.ModuleType('timm_alexnet_split.data')
+    fake.ensure_demo_data = lambda root=None: folder
+    monkeypatch.setitem(sys.modules, 'timm_alexnet_split.data', fake)
+    args = train.parse_args(['--demo-data'])
+    train_ds, eval_ds, names = train.build_datasets(args)
+    assert args.data_dir == str(folder) and names == sorted(COLOURS)
+    assert len(train_ds) == 3 and len(eval_ds) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run folder and checkpoint safety
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_new_run_never_writes_into_an_existing_run(tmp_path):
+    (tmp_path / 'exp').mkdir()
+    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp'  # empty: used
+    (tmp_path / 'exp' / 'summary.csv').write_text('x')
+    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-1'
+    (tmp_path / 'exp-1' / 'last.pth.tar').write_text('x')
+    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-2'
+    assert (tmp_path / 'exp' / 'summary.csv').read_text() == 'x'
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / 'last.pth.tar'
+    train.atomic_torch_save({'epoch': 1}, path)
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        Path(f).write_bytes(Path(f).read_bytes()[:10])
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', dies_half_way)
+    with pytest.raises(OSError):
+        train.atomic_torch_save({'epoch': 2}, path)
+    assert torch.load(path, weights_only=True) == {'epoch': 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pth.tar']
+
+
+def test_run_saver_keeps_best_and_history(tmp_path):
+    saver = train.RunSaver(tmp_path, decreasing=False, max_history=2, safetensors=True)
+    w = {'w': torch.zeros(2)}
+    for epoch, metric in enumerate([50.0, 40.0, 70.0, 60.0]):
+        w = {'w': torch.full((2,), float(epoch))}
+        saver.save(epoch, metric, {'epoch': epoch}, w, {'epoch': str(epoch)})
+    assert torch.load(tmp_path / 'model_best.pth.tar', weights_only=True)['epoch'] == 2
+    assert torch.load(tmp_path / 'last.pth.tar', weights_only=True)['epoch'] == 3
+    assert sorted(p.name for p in tmp_path.glob('checkpoint-*')) == ['checkpoint-2.pth.tar', 'checkpoint-3.pth.tar']
+    from safetensors.torch import load_file
+    assert load_file(str(tmp_path / 'model_best.safetensors'))['w'].tolist() == [2.0, 2.0]
+    assert load_file(str(tmp_path / 'last.safetensors'))['w'].tolist() == [3.0, 3.0]
+    restored = train.RunSaver(tmp_path, max_history=2)
+    restored.load_state_dict(torch.load(tmp_path / 'last.pth.tar', weights_only=True)['saver'])
+    assert (restored.best_metric, restored.best_epoch) == (70.0, 2)
+
+
+def test_skip_unreadable_substitutes_for_training_and_drops_for_evaluation(tmp_path):
+    class Flaky(torch.utils.data.Dataset):
+        samples = [(f'/x/{i}.png', 0) for i in range(4)]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise OSError('truncated')
+            return torch.full((3, 2, 2), i, dtype=torch.uint8), 0
+
+    log = tmp_path / 'skipped.txt'
+    ds = train.SkipUnreadable(Flaky(), 'train', str(log))
+    assert int(ds[1][0][0, 0, 0]) == 2
+    ev = train.SkipUnreadable(Flaky(), 'validation', str(log), substitute=False)
+    assert ev[1] is None
+    collate = train.SkipNoneCollate(torch.utils.data.default_collate, (3, 2, 2))
+    x, y = collate([ev[i] for i in range(4)])
+    assert x.shape[0] == 3
+    assert collate([None, None])[0].shape == (0, 3, 2, 2)
+    assert train._skip_counts(log) == (3, 1)  # three failed reads of one file
