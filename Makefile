@@ -18,7 +18,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(VENV)/bin/timm-alexnet-split models
+	$(VENV)/bin/timm-alexnet-split demo
 
 bench: setup
 	$(VENV)/bin/timm-alexnet-split bench
