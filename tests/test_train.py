@@ -415,7 +415,8 @@ def test_unsupported_option_at_its_off_value_is_accepted_in_a_config(tmp_path):
 
 
 @pytest.mark.parametrize('argv, match', [
-    (['--model-parallel', 'cuda:0', 'cuda:1'], 'not yet supported'),
+    (['--model-parallel', 'none', 'cpu'], 'none cannot be combined'),
+    (['--dist-timeout', '0'], '--dist-timeout must be > 0'),
     (['--plateau-metric', 'train_top1'], 'needs --sched plateau'),
     (['--sched', 'plateau', '--val-split', ''], 'validation metric but --val-split is empty'),
     (['--paper-crop', '--scale', '0.5', '1'], 'replaces timm.s random-resized crop'),

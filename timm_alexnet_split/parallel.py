@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .model import AlexNetSplit
 
-__all__ = ['place_towers', 'parse_devices', 'tower_devices', 'head_device']
+__all__ = ['place_towers', 'parse_devices', 'process_devices', 'is_device_count', 'tower_devices', 'head_device']
 
 DeviceLike = Union[str, int, torch.device]
 
@@ -36,11 +36,15 @@ def _device(d: DeviceLike) -> torch.device:
     return dev
 
 
-def parse_devices(spec: Sequence[str], num_towers: int, local_rank: int = 0) -> List[torch.device]:
-    """Devices for ``--model-parallel``: a list of devices (one per tower), or one integer K meaning
-    K CUDA devices per process, this process taking [local_rank*K, ..., local_rank*K + K - 1];
-    towers are dealt round-robin over them."""
-    if len(spec) == 1 and spec[0].isdigit():
+def is_device_count(spec: Sequence[str]) -> bool:
+    """True when a ``--model-parallel`` value is one integer K (K CUDA devices per process)."""
+    return len(spec) == 1 and str(spec[0]).isdigit()
+
+
+def process_devices(spec: Sequence[str], local_rank: int = 0) -> List[torch.device]:
+    """This process's devices for ``--model-parallel``: the devices listed, or for one integer K the K CUDA devices
+    [local_rank*K, ..., local_rank*K + K - 1] (so N processes on a machine share N*K GPUs without overlap)."""
+    if is_device_count(spec):
         k = int(spec[0])
         if k < 1:
             raise ValueError('--model-parallel K needs K >= 1 devices per process')
@@ -49,6 +53,13 @@ def parse_devices(spec: Sequence[str], num_towers: int, local_rank: int = 0) -> 
         devs = [_device(s) for s in spec]
         if not devs:
             raise ValueError('--model-parallel needs at least one device')
+    return devs
+
+
+def parse_devices(spec: Sequence[str], num_towers: int, local_rank: int = 0) -> List[torch.device]:
+    """Devices for ``--model-parallel``, one per tower: ``process_devices(spec, local_rank)`` dealt to the towers
+    round-robin."""
+    devs = process_devices(spec, local_rank)
     return [devs[t % len(devs)] for t in range(num_towers)]
 
 

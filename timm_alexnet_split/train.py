@@ -3,8 +3,10 @@
 ``timm-alexnet-split train --config recipes/X.yaml [options]`` (also ``python -m timm_alexnet_split.train``)
 takes timm train.py's option names (YAML keys are the argparse dest names, as in train.py) for what it
 supports and refuses the rest by name. Our own options: PCA lighting, the paper's crops, ten-crop
-evaluation, a plateau schedule on a chosen metric with a decay limit, the demo data, conv1 snapshots
-and safetensors copies of the checkpoints. ``timm-alexnet-split validate`` evaluates a checkpoint.
+evaluation, a plateau schedule on a chosen metric with a decay limit, the demo data, conv1 snapshots,
+safetensors copies of the checkpoints, towers on several devices (--model-parallel) and, under torchrun,
+data parallel with a collective timeout (--dist-backend, --dist-timeout; docs/distributed.md).
+``timm-alexnet-split validate`` evaluates a checkpoint.
 
 A run writes into OUTPUT/EXPERIMENT/: args.yaml, log.txt, summary.csv, last/model_best .pth.tar and
 .safetensors, conv1/epoch_NNNN.npy with conv1/towers.json, acc.png, loss.png, class_map.txt.
@@ -42,7 +44,8 @@ from .errors import UserError
 
 __all__ = [
     'main', 'validate_main', 'build_parser', 'parse_args', 'create_train_model', 'evaluate', 'SkipUnreadable',
-    'TenCrop', 'PaperCrop', 'RunSaver', 'conv1_kernels', 'OWN_OPTIONS', 'UNSUPPORTED',
+    'TenCrop', 'PaperCrop', 'RunSaver', 'conv1_kernels', 'OWN_OPTIONS', 'UNSUPPORTED', 'model_parallel_spec',
+    'model_parallel_devices', 'weights_digest',
 ]
 
 PROG = 'timm-alexnet-split train'
@@ -57,7 +60,9 @@ OWN_OPTIONS = {
     'plateau_metric': 'with --sched plateau: the metric watched (train_top1, val_top1, val_loss)',
     'plateau_patience': 'with --sched plateau: epochs without improvement before a decay (default --patience-epochs)',
     'plateau_max_decays': 'with --sched plateau: most decays in all (default: no limit)',
-    'model_parallel': 'place towers on devices (not yet supported: none)',
+    'model_parallel': 'towers on devices: DEVICE per tower (cuda:0 cuda:1), or K = K GPUs per process; none = off',
+    'dist_backend': 'torch.distributed backend (default: nccl on CUDA, gloo on CPU)',
+    'dist_timeout': 'seconds a collective waits for the other processes before the job stops (default 600)',
     'demo_data': 'train on the embedded demo dataset (generated on first use)',
     'save_conv1': 'save conv1 kernels per epoch to conv1/epoch_NNNN.npy',
     'safetensors': 'write weights-only last.safetensors and model_best.safetensors',
@@ -103,7 +108,8 @@ _UNSUPPORTED_FLAGS = {'--' + d.replace('_', '-'): d for d in UNSUPPORTED}
 _UNSUPPORTED_FLAGS['--train-steps-per-epoch'] = 'train_batches_per_epoch'
 
 # resuming takes the checkpoint's options as defaults, except these (they describe the machine or the resume itself)
-_NOT_INHERITED = ('resume', 'start_epoch', 'device', 'local_rank', 'config', 'no_resume_opt')
+_NOT_INHERITED = ('resume', 'start_epoch', 'device', 'local_rank', 'config', 'no_resume_opt', 'model_parallel',
+                  'dist_backend', 'dist_timeout')
 _UNREADABLE = 'unreadable images'
 
 
@@ -273,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--plateau-patience', type=int, default=None, metavar='P', help=OWN_OPTIONS['plateau_patience'])
     g.add_argument('--plateau-max-decays', type=int, default=None, metavar='K', help=OWN_OPTIONS['plateau_max_decays'])
     g.add_argument('--model-parallel', nargs='+', default=None, metavar='DEVICE', help=OWN_OPTIONS['model_parallel'])
+    g.add_argument('--dist-backend', default=None, metavar='NAME', help=OWN_OPTIONS['dist_backend'])
+    g.add_argument('--dist-timeout', type=float, default=600.0, metavar='SECONDS', help=OWN_OPTIONS['dist_timeout'])
     g.add_argument('--demo-data', action='store_true', default=False, help=OWN_OPTIONS['demo_data'])
     g.add_argument('--save-conv1', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['save_conv1'])
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
@@ -414,9 +422,11 @@ def parse_args(argv: Sequence[str], resume_args: Optional[Dict[str, Any]] = None
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse combinations that would be ignored or fail later."""
-    if args.model_parallel is not None and [str(d).lower() for d in args.model_parallel] != ['none']:
-        raise UserError(f'--model-parallel {" ".join(map(str, args.model_parallel))}: placing towers on devices is not '
-                        'yet supported by the trainer (use --model-parallel none, or leave it out)')
+    if args.model_parallel is not None and len(args.model_parallel) > 1 and \
+            'none' in [str(d).lower() for d in args.model_parallel]:
+        raise UserError('--model-parallel none cannot be combined with devices')
+    if not args.dist_timeout > 0:
+        raise UserError(f'--dist-timeout must be > 0 seconds, got {args.dist_timeout}')
     if args.plateau_metric is not None and args.sched != 'plateau':
         raise UserError(f'--plateau-metric needs --sched plateau (got --sched {args.sched})')
     if args.sched != 'plateau' and (args.plateau_patience is not None or args.plateau_max_decays is not None):
@@ -629,7 +639,16 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Any, Optional[Any], Option
             data = importlib.import_module('timm_alexnet_split.data')
         except ImportError as e:
             raise UserError(f'--demo-data needs timm_alexnet_split.data, which is missing ({e})') from None
-        args.data_dir = str(data.ensure_demo_data(args.data_dir or None))
+        if getattr(args, 'distributed', False):
+            # one writer at a time: process 0 generates, then the first process on each other machine (nothing to
+            # do on a shared disk), then the rest find it there
+            import torch.distributed as dist
+            for turn in (args.rank == 0, args.local_rank == 0 and args.rank != 0, args.local_rank != 0):
+                if turn:
+                    args.data_dir = str(data.ensure_demo_data(args.data_dir or None, progress=args.rank == 0))
+                dist.barrier()
+        else:
+            args.data_dir = str(data.ensure_demo_data(args.data_dir or None))
         _logger.info(f'demo data: {args.data_dir}')
     if args.data and not args.data_dir:
         args.data_dir = args.data
@@ -774,11 +793,67 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
 # ---------------------------------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------------------------------
+def model_parallel_spec(args: argparse.Namespace) -> Optional[List[str]]:
+    """The ``--model-parallel`` value as strings, or None when it is off (left out, or ``none``)."""
+    spec = getattr(args, 'model_parallel', None)
+    if spec is None or [str(d).lower() for d in spec] == ['none']:
+        return None
+    return [str(d) for d in spec]
+
+
+def model_parallel_devices(args: argparse.Namespace) -> Optional[List[torch.device]]:
+    """This process's devices for ``--model-parallel`` (by its local rank when a count K is given), checked;
+    None when model parallelism is off."""
+    from .parallel import is_device_count, process_devices
+    spec = model_parallel_spec(args)
+    if spec is None:
+        return None
+    local_rank = getattr(args, 'local_rank', 0)
+    local_world = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    try:
+        devs = process_devices(spec, local_rank)
+    except ValueError as e:
+        hint = ''
+        if is_device_count(spec) and int(spec[0]) > 0:
+            k = int(spec[0])
+            hint = (f' (process {local_rank} of {local_world} on this machine takes cuda:{local_rank * k}..'
+                    f'cuda:{local_rank * k + k - 1}: processes per machine x K must not exceed its GPUs)')
+        raise UserError(f'--model-parallel {" ".join(spec)}: {e}{hint}') from None
+    if len({d.type for d in devs}) > 1:
+        raise UserError(f'--model-parallel {" ".join(spec)}: the devices must all be of one kind (all cuda or all cpu)')
+    if getattr(args, 'distributed', False) and devs[0].type == 'cuda' and not is_device_count(spec) and local_world > 1:
+        raise UserError(f'--model-parallel {" ".join(spec)}: with {local_world} processes on this machine every process '
+                        'would take the same GPUs; give a count K instead (process i takes cuda:i*K .. cuda:i*K+K-1)')
+    return devs
+
+
+def _model_parallel_kind(args: argparse.Namespace) -> None:
+    """Before the device is set up: --device follows --model-parallel's kind of device (or must agree with it)."""
+    from .parallel import is_device_count
+    spec = model_parallel_spec(args)
+    if spec is None:
+        return
+    try:
+        kind = 'cuda' if is_device_count(spec) else torch.device(spec[0]).type
+    except RuntimeError:
+        raise UserError(f'--model-parallel: not a device: {spec[0]!r} (give devices such as cuda:0 cuda:1, '
+                        'or a count K of GPUs per process)') from None
+    if args.device is None:
+        args.device = kind
+        return
+    try:
+        given = torch.device(args.device).type
+    except RuntimeError:
+        raise UserError(f'--device {args.device}: not a device') from None
+    if given != kind:
+        raise UserError(f'--device {args.device} and --model-parallel {" ".join(spec)} disagree: leave --device out')
+
+
 def create_train_model(args: argparse.Namespace, device: torch.device, dtype: Optional[torch.dtype] = None) -> nn.Module:
-    """timm.create_model from the options, on ``device`` (the one place to hook tower placement in)."""
+    """timm.create_model from the options, on ``device``; with ``--model-parallel``, the split AlexNet's towers on
+    this process's devices (``model_parallel_devices``) and its head on the first of them."""
     import timm
-    if args.model_parallel is not None and [str(d).lower() for d in args.model_parallel] != ['none']:
-        raise UserError('--model-parallel: placing towers on devices is not yet supported by the trainer')
+    spec = model_parallel_spec(args)
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     factory: Dict[str, Any] = {}
     if args.pretrained_path:
@@ -800,7 +875,19 @@ def create_train_model(args: argparse.Namespace, device: torch.device, dtype: Op
             model.get_classifier().bias.mul_(args.head_init_scale)
     if args.head_init_bias is not None:
         nn.init.constant_(model.get_classifier().bias, args.head_init_bias)
-    return model.to(device=device, dtype=dtype)
+    if spec is None:
+        return model.to(device=device, dtype=dtype)
+    from .model import AlexNetSplit
+    from .parallel import place_towers
+    if not isinstance(model, AlexNetSplit):
+        raise UserError(f'--model-parallel places the towers of the split AlexNet on devices; {args.model} has no towers')
+    devs = model_parallel_devices(args)
+    assert devs is not None
+    if len(devs) > model.num_towers:
+        raise UserError(f'--model-parallel {" ".join(spec)}: {len(devs)} devices for {model.num_towers} towers would '
+                        f'leave {len(devs) - model.num_towers} idle')
+    place_towers(model, [devs[t % len(devs)] for t in range(model.num_towers)], head_device=devs[0])
+    return model.to(dtype=dtype) if dtype is not None else model
 
 
 def conv1_kernels(model: nn.Module) -> Tuple[np.ndarray, List[int]]:
@@ -888,6 +975,111 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
     if state.get('cuda') and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def weights_digest(state_dict: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's names, dtypes, shapes and bytes: equal digests mean bit-identical weights."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in state_dict.items():
+        t = t.detach()
+        h.update(f'{name}:{t.dtype}:{tuple(t.shape)};'.encode())
+        h.update(t.reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# distributed: collectives that keep the processes in step, and what a failed one means
+# ---------------------------------------------------------------------------------------------------------------------
+class _PeerLost(Exception):
+    """A collective operation failed: another process died or did not answer within --dist-timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_COMM_ERROR_WORDS = ('gloo', 'NCCL', 'ProcessGroup', 'Connection reset by peer', 'Connection closed by peer',
+                     'Broken pipe')
+
+
+def _is_comm_failure(e: BaseException) -> bool:
+    """A failed collective (a dead or silent peer), as gloo, NCCL and c10d report it."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(w in str(e) for w in _COMM_ERROR_WORDS))
+
+
+def _peer_lost_message(e: BaseException, timeout: Optional[float] = None, last: Optional[Path] = None) -> str:
+    """One line: which process, what failed, what to do."""
+    import torch.distributed as dist
+    detail = ' '.join(str(e).split())
+    detail = detail[:300] + (' ...' if len(detail) > 300 else '')
+    if last is not None and last.is_file():
+        resume = f'the last complete epoch is in {last}: run the same command again with --resume {last}'
+    elif last is not None:
+        resume = 'no epoch was completed: start the run again'
+    else:
+        resume = 'see the other processes\' messages'
+    within = f'--dist-timeout {timeout:g} s' if timeout is not None else '--dist-timeout'
+    return (f'process {dist.get_rank()} of {dist.get_world_size()}: distributed training stopped: a collective '
+            f'operation failed, so another process has died or did not answer within {within} '
+            f'({type(e).__name__}: {detail}); {resume}')
+
+
+@contextlib.contextmanager
+def _collective_timeout(seconds: float) -> Iterator[None]:
+    """torch.distributed.init_process_group gets ``timeout=seconds`` while timm's init_distributed_device calls it:
+    every collective of the job then fails after that long instead of waiting (gloo: 30 min, NCCL: 10 min)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    original = dist.init_process_group
+
+    def init_process_group(*a: Any, **k: Any) -> Any:
+        k.setdefault('timeout', timedelta(seconds=seconds))
+        return original(*a, **k)
+
+    dist.init_process_group = init_process_group
+    try:
+        yield
+    finally:
+        dist.init_process_group = original
+
+
+def _broadcast_from_primary(obj: Any) -> Any:
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather_objects(obj: Any, world_size: int) -> List[Any]:
+    import torch.distributed as dist
+    out: List[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _signal_flags(stop: Optional['StopRequest']) -> Tuple[float, float]:
+    sig = stop.signum if stop is not None else None
+    return float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)
+
+
+def _signal_from_flags(n_int: float, n_other: float) -> Optional[int]:
+    """The stop request any process got, the same answer on every process (SIGINT before SIGTERM)."""
+    return int(signal.SIGINT) if n_int > 0 else int(signal.SIGTERM) if n_other > 0 else None
+
+
+def _agreed_signal(stop: 'StopRequest', args: argparse.Namespace, device: torch.device) -> Optional[int]:
+    """The stop request of this process, or in a distributed run of any process (so that all stop together)."""
+    if not args.distributed:
+        return stop.signum
+    import torch.distributed as dist
+    flags = torch.tensor(_signal_flags(stop), device=device)
+    dist.all_reduce(flags)
+    return _signal_from_flags(*flags.tolist())
 
 
 class RunSaver:
@@ -1104,8 +1296,10 @@ class StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        _logger.warning(f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
-                        '(signal again to stop at once)')
+        # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
+        with contextlib.suppress(OSError):
+            os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
+                        '(signal again to stop at once)\n'.encode())
 
     def __enter__(self) -> 'StopRequest':
         if threading.current_thread() is threading.main_thread():
@@ -1133,7 +1327,10 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
                     model_dtype: Optional[torch.dtype] = None, pca: Optional[Callable] = None,
                     stop: Optional[StopRequest] = None, on_recovery: Optional[Callable[[int, int], None]] = None,
                     run_dir: Optional[Path] = None) -> 'OrderedDict[str, float]':
-    """One pass over the training data: loss and top-1 of the training batches (as trained on)."""
+    """One pass over the training data: loss and top-1 of the training batches (as trained on).
+
+    Distributed: one all-reduce per batch carries the loss, top-1 and any stop request, so every process sees the
+    global values, stops after the same batch, and a NaN on one process stops all of them."""
     from timm import utils
     second_order = getattr(optimizer, 'is_second_order', False)
     losses_m, top1_m, time_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
@@ -1159,31 +1356,42 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             input = pca(input)
         if args.channels_last:
             input = input.contiguous(memory_format=torch.channels_last)
-        with amp_autocast():
-            output = model(input)
-            loss = loss_fn(output, target)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise _Diverged(epoch, batch_idx, loss_value)
-        if accum > 1:
-            loss = loss / accum
-        if loss_scaler is not None:
-            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
-                        parameters=model.parameters(), create_graph=second_order, need_update=need_update)
-        else:
-            loss.backward(create_graph=second_order)
-            if need_update:
-                if args.clip_grad is not None:
-                    utils.dispatch_clip_grad(model.parameters(), value=args.clip_grad, mode=args.clip_mode)
-                optimizer.step()
-        with torch.no_grad():
-            acc1 = utils.accuracy(output.detach().float(), target, topk=(1,))[0]
+        no_sync = model.no_sync() if hasattr(model, 'no_sync') and not need_update else contextlib.nullcontext()
+        with no_sync:  # DDP: gradients are all-reduced once per update, not per accumulated batch
+            with amp_autocast():
+                output = model(input)
+                if target.device != output.device:
+                    target = target.to(output.device)
+                loss = loss_fn(output, target)
+            with torch.no_grad():
+                acc1 = utils.accuracy(output.detach().float(), target, topk=(1,))[0]
+            agreed: Optional[int] = None
+            if args.distributed:
+                import torch.distributed as dist
+                t = torch.stack([loss.detach().float().reshape(()), acc1.float().reshape(()),
+                                 *loss.new_tensor(_signal_flags(stop), dtype=torch.float32)])
+                dist.all_reduce(t)
+                loss_value, acc1_value, n_int, n_other = t.tolist()
+                loss_value, acc1_value = loss_value / args.world_size, acc1_value / args.world_size
+                agreed = _signal_from_flags(n_int, n_other)
+            else:
+                loss_value, acc1_value = loss.item(), acc1.item()
+            if not math.isfinite(loss_value):
+                raise _Diverged(epoch, batch_idx, loss_value)
+            if accum > 1:
+                loss = loss / accum
+            if loss_scaler is not None:
+                loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                            parameters=model.parameters(), create_graph=second_order, need_update=need_update)
+            else:
+                loss.backward(create_graph=second_order)
+                if need_update:
+                    if args.clip_grad is not None:
+                        utils.dispatch_clip_grad(model.parameters(), value=args.clip_grad, mode=args.clip_mode)
+                    optimizer.step()
         bs = input.shape[0]
-        if args.distributed:
-            loss_t = utils.reduce_tensor(loss.detach().new_tensor([loss_value]), args.world_size)
-            loss_value, acc1 = loss_t.item(), utils.reduce_tensor(acc1, args.world_size)
         losses_m.update(loss_value, bs)
-        top1_m.update(acc1.item(), bs)
+        top1_m.update(acc1_value, bs)
         samples += bs * args.world_size
         if args.save_images and run_dir is not None and batch_idx % args.log_interval == 0:
             import torchvision.utils
@@ -1191,8 +1399,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         if need_update:
             num_updates += 1
             optimizer.zero_grad()
-            if args.synchronize_step and device.type == 'cuda':
-                torch.cuda.synchronize()
+            if args.synchronize_step:
+                for d in {p.device for p in model.parameters() if p.device.type == 'cuda'}:
+                    torch.cuda.synchronize(d)
             now = time.perf_counter()
             time_m.update(now - t_update)
             lr = sum(g['lr'] for g in optimizer.param_groups) / len(optimizer.param_groups)
@@ -1208,7 +1417,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
                 on_recovery(epoch, batch_idx)
             if lr_scheduler is not None:
                 lr_scheduler.step_update(num_updates=num_updates, metric=losses_m.avg)
-        if stop is not None and stop.signum is not None:
+        sig = agreed if args.distributed else (stop.signum if stop is not None else None)
+        if stop is not None and sig is not None:
+            stop.signum = stop.signum or sig
             stop.last_batch = batch_idx
             stop.check()
     if hasattr(optimizer, 'sync_lookahead'):
@@ -1222,9 +1433,12 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
              distributed: bool = False, world_size: int = 1, stop: Optional[StopRequest] = None,
              desc: str = 'eval') -> 'OrderedDict[str, float]':
     """Top-1, top-5 (%) and cross-entropy over a loader. ``ten_crop``: batches (B, 10, C, H, W) of uint8 crops,
-    normalised here; the softmax of the ten is averaged, and the loss is -log of that average at the label."""
-    from timm import utils
-    losses_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
+    normalised here; the softmax of the ten is averaged, and the loss is -log of that average at the label.
+
+    ``distributed``: each process evaluates its share (timm's OrderedDistributedSampler, whose padding repeats are
+    left out here) and the sums are all-reduced once at the end, so the metrics are those of the whole split."""
+    loss_sum, correct1, correct5, count = 0.0, 0.0, 0.0, 0
+    keep = _own_share(loader) if distributed else None
     model.eval()
     if ten_crop:
         assert data_config is not None
@@ -1249,24 +1463,41 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
             if isinstance(output, (tuple, list)):
                 output = output[0]
             output = output.float()
+            target = target.to(output.device)
             if ten_crop:
-                probs = output.softmax(-1).view(b, k, -1).mean(1)
-                loss = F.nll_loss(probs.clamp_min(1e-12).log(), target)
-                scores = probs
+                scores = output.softmax(-1).view(b, k, -1).mean(1)
             else:
-                loss = loss_fn(output, target)
                 scores = output
-            acc1, acc5 = utils.accuracy(scores, target, topk=(1, 5))
-            if distributed:
-                loss = utils.reduce_tensor(loss.detach(), world_size)
-                acc1, acc5 = utils.reduce_tensor(acc1, world_size), utils.reduce_tensor(acc5, world_size)
+            if keep is not None:
+                n_keep = max(0, min(target.shape[0], keep - count))
+                scores, target = scores[:n_keep], target[:n_keep]
             n = target.shape[0]
-            losses_m.update(loss.item(), n)
-            top1_m.update(acc1.item(), n)
-            top5_m.update(acc5.item(), n)
-            if stop is not None:
+            if n:
+                loss = F.nll_loss(scores.clamp_min(1e-12).log(), target) if ten_crop else loss_fn(scores, target)
+                hits = scores.topk(min(5, scores.shape[1]), 1).indices.eq(target[:, None])  # as timm's accuracy
+                loss_sum += loss.item() * n
+                correct1 += hits[:, :1].sum().item()
+                correct5 += hits.sum().item()
+                count += n
+            if stop is not None and not distributed:
                 stop.check()
-    return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg), ('top5', top5_m.avg)])
+    if distributed:
+        import torch.distributed as dist
+        totals = torch.tensor([loss_sum, correct1, correct5, count], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        loss_sum, correct1, correct5, count = totals.tolist()
+    if not count:
+        return OrderedDict([('loss', math.nan), ('top1', math.nan), ('top5', math.nan)])
+    return OrderedDict([('loss', loss_sum / count), ('top1', 100 * correct1 / count), ('top5', 100 * correct5 / count)])
+
+
+def _own_share(loader: Any) -> Optional[int]:
+    """How many items of a distributed evaluation loader are this process's own (not padding), when known."""
+    from timm.data.distributed_sampler import OrderedDistributedSampler
+    sampler = getattr(loader, 'sampler', None)
+    if isinstance(sampler, OrderedDistributedSampler):
+        return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1324,10 +1555,27 @@ def _init_device(args: argparse.Namespace) -> torch.device:
     from timm import utils
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    towers_on_gpus = model_parallel_spec(args) is not None and str(args.device).startswith('cuda')
     try:
-        return utils.init_distributed_device(args)
+        with _collective_timeout(args.dist_timeout):
+            if not towers_on_gpus:
+                return utils.init_distributed_device(args)
+            # --model-parallel picks this process's GPUs; timm would make cuda:LOCAL_RANK current (and create a
+            # CUDA context on a GPU another process owns), so it sets up the process group only
+            requested, args.device = args.device, 'cpu'
+            if utils.is_distributed_env():
+                args.dist_backend = args.dist_backend or 'nccl'
+            try:
+                utils.init_distributed_device(args)
+            finally:
+                args.device = requested
+            return torch.device(requested)
     except (AssertionError, RuntimeError, ValueError) as e:
-        raise UserError(f'--device {args.device}: {" ".join(str(e).split()) or "not available"}') from None
+        msg = " ".join(str(e).split()) or "not available"
+        if utils.is_distributed_env() and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise UserError(f'cannot join the distributed job (--dist-backend {args.dist_backend or "default"}, '
+                            f'--device {args.device}, --dist-timeout {args.dist_timeout:g} s): {msg[:300]}') from None
+        raise UserError(f'--device {args.device}: {msg}') from None
 
 
 def _build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, updates_per_epoch: int,
@@ -1396,8 +1644,24 @@ def _loss_fns(args: argparse.Namespace, device: torch.device) -> Tuple[nn.Module
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``timm-alexnet-split train``: returns 0, or 128 + signal number after SIGINT/SIGTERM (checkpoint saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    import torch.distributed as dist
+    failed = False
     with _logging_to() as attach_log, StopRequest() as stop:
-        return _run(argv, attach_log, stop)
+        try:
+            return _run(argv, attach_log, stop)
+        except _PeerLost as e:
+            failed = True
+            _logger.error(e.message)
+            return 1
+        except RuntimeError as e:
+            if not _is_comm_failure(e):
+                raise
+            failed = True
+            _logger.error(_peer_lost_message(e))
+            return 1
+        finally:
+            if dist.is_available() and dist.is_initialized() and not failed:
+                dist.destroy_process_group()
 
 
 def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest) -> int:
@@ -1417,8 +1681,15 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
         except ImportError as e:
             raise UserError(f'--device-modules {mod}: {e}') from None
     args.prefetcher = not args.no_prefetcher
+    _model_parallel_kind(args)
     device = _init_device(args)
     check_args(args)
+    mp_devices = model_parallel_devices(args)
+    if mp_devices is not None:  # inputs, the head, loss and metrics on the first of this process's devices
+        device = mp_devices[0]
+        if device.type == 'cuda':
+            torch.cuda.set_device(device)
+        args.device = str(device)
     primary = utils.is_primary(args)
     if not primary:
         _logger.setLevel(logging.WARNING)  # one process tells the story
@@ -1492,8 +1763,10 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     if args.distributed:
         from torch.nn.parallel import DistributedDataParallel
         ddp_kwargs = {'broadcast_buffers': False} if args.no_ddp_bb else {}
-        train_model = DistributedDataParallel(train_model, device_ids=[device] if device.type == 'cuda' else None,
-                                              **ddp_kwargs)
+        # device_ids only for a model on one GPU: None on CPU (gloo) and for towers on several devices
+        one_gpu = device.type == 'cuda' and mp_devices is None
+        train_model = DistributedDataParallel(train_model, device_ids=[device] if one_gpu else None, **ddp_kwargs)
+    eval_model = train_model.module if args.distributed else train_model
 
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = _build_scheduler(args, optimizer, updates_per_epoch, loader_eval is not None)
@@ -1514,12 +1787,19 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     else:
         name = args.experiment or '-'.join([datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
                                             str(data_config['input_size'][-1])])
-        run_dir = _new_run_dir(Path(args.output or './output/train'), name) if primary else Path('.')
+        run_dir = _new_run_dir(Path(args.output or './output/train'), name) if primary else None
+        if args.distributed:  # rank 0 names (and makes) the folder; the others learn its name
+            run_dir = Path(_broadcast_from_primary(str(run_dir) if primary else None))
+        assert run_dir is not None
     if primary:
         attach_log(run_dir)
-        _logger.info(f'run folder {run_dir}; device {device}; model {args.model} '
+        placed = f' (towers on {", ".join(str(t.device) for t in model.towers)})' if mp_devices is not None else ''
+        world = f'; {args.world_size} processes ({args.dist_backend or ("nccl" if device.type == "cuda" else "gloo")})' \
+            if args.distributed else ''
+        _logger.info(f'run folder {run_dir}; device {device}{placed}{world}; model {args.model} '
                      f'({sum(p.numel() for p in model.parameters()):,} parameters)')
-    skip_log = run_dir / 'skipped_images.txt' if primary else None
+    # every process records its unreadable images in the run folder when it can see it (same machine or shared disk)
+    skip_log = run_dir / 'skipped_images.txt' if primary or run_dir.is_dir() else None
     for ds in (train_ds, eval_ds):
         if isinstance(ds, SkipUnreadable):
             ds.log_path = str(skip_log) if skip_log else None
@@ -1553,16 +1833,18 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                     _save_npy(conv1_dir / 'epoch_0000.npy', k)
         _trim_summary(run_dir / 'summary.csv', start_epoch)
 
-    def state(epoch: int, metric: Optional[float], complete: bool = True, batch_idx: Optional[int] = None
-              ) -> Dict[str, Any]:
+    def state(epoch: int, metric: Optional[float], complete: bool = True, batch_idx: Optional[int] = None,
+              rng_ranks: Optional[List[Any]] = None) -> Dict[str, Any]:
         s: Dict[str, Any] = {
             'epoch': epoch, 'arch': args.model, 'version': 2, 'complete': complete,
             'state_dict': utils.get_state_dict(train_model, utils.unwrap_model),
             'optimizer': optimizer.state_dict(),
             'scheduler': _plain(lr_scheduler.state_dict()) if lr_scheduler is not None else None,
             'args': args_dict(args), 'data_config': _plain(dict(data_config)), 'class_names': class_names,
-            'metric': metric, 'rng': rng_state(),
+            'metric': metric, 'rng': rng_state(), 'world_size': args.world_size,
         }
+        if rng_ranks is not None:
+            s['rng_ranks'] = rng_ranks  # every process's generators, for an exact resume with as many processes
         if batch_idx is not None:
             s['batch_idx'] = batch_idx
         if loss_scaler is not None:
@@ -1577,8 +1859,8 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     def save_recovery(epoch: int, batch_idx: int) -> Path:
         return saver.save_recovery(state(epoch, None, complete=False, batch_idx=batch_idx))
 
-    if ckpt is not None and isinstance(ckpt.get('rng'), dict) and ckpt.get('complete', True):
-        set_rng_state(ckpt['rng'])  # last: everything above may draw random numbers
+    if ckpt is not None and ckpt.get('complete', True):  # last: everything above may draw random numbers
+        _restore_rng(ckpt, args, start_epoch)
     ckpt = None  # free the loaded tensors
 
     _logger.info(f'training epochs {start_epoch}..{num_epochs - 1}; {len(loader_train)} batches of {args.batch_size}; '
@@ -1588,7 +1870,9 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     try:
         for epoch in range(start_epoch, num_epochs):
             t0 = time.perf_counter()
-            if hasattr(loader_train.sampler, 'set_epoch'):
+            if hasattr(loader_train.sampler, 'set_epoch'):  # distributed: a new shuffle per epoch, seeded by --seed
+                if hasattr(loader_train.sampler, 'seed'):
+                    loader_train.sampler.seed = args.seed
                 loader_train.sampler.set_epoch(epoch)
             train_m = train_one_epoch(
                 epoch, train_model, loader_train, optimizer, train_loss_fn, args, device, lr_scheduler=lr_scheduler,
@@ -1601,7 +1885,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                 eval_m = OrderedDict([('loss', math.nan), ('top1', math.nan), ('top5', math.nan)])
                 if (epoch + 1) % args.val_interval == 0 or epoch + 1 == num_epochs:
                     try:
-                        eval_m = evaluate(train_model, loader_eval, eval_loss_fn, device, prefetcher=args.prefetcher,
+                        eval_m = evaluate(eval_model, loader_eval, eval_loss_fn, device, prefetcher=args.prefetcher,
                                           ten_crop=args.ten_crop, data_config=data_config,
                                           channels_last=args.channels_last, amp_autocast=amp_autocast,
                                           model_dtype=model_dtype, distributed=args.distributed,
@@ -1614,12 +1898,24 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                 watched = _metric_value(plateau_metric, train_m, eval_m) if plateau_metric else metric
                 lr_scheduler.step(epoch + 1, watched)
             skipped_now = _skip_counts(skip_log)[0]
+            replicas, rng_ranks = '', None
+            if args.distributed:  # every process's generators for the checkpoint, and a check that the weights agree
+                peers = _gather_objects({'rng': rng_state(), 'digest': weights_digest(utils.get_state_dict(train_model))},
+                                        args.world_size)
+                rng_ranks = [p['rng'] for p in peers]
+                digests = [p['digest'] for p in peers]
+                if len(set(digests)) == 1:
+                    replicas = f' | weights identical on {args.world_size} processes (sha256 {digests[0][:12]})'
+                elif primary:
+                    odd = [r for r, d in enumerate(digests) if d != digests[0]]
+                    _logger.warning(f'WARNING: after epoch {epoch} the weights of process(es) {odd} differ from process '
+                                    '0\'s: the replicas have diverged (checkpoints hold process 0\'s weights)')
             if primary:
                 summary = run_dir / 'summary.csv'
                 utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=sum(lrs) / len(lrs),
                                      write_header=not summary.is_file() or summary.stat().st_size == 0)
-                is_best = saver.save(epoch, metric, state(epoch, metric), utils.get_state_dict(train_model),
-                                     weights_meta(epoch))
+                is_best = saver.save(epoch, metric, state(epoch, metric, rng_ranks=rng_ranks),
+                                     utils.get_state_dict(train_model), weights_meta(epoch))
                 if save_conv1:
                     _save_npy(conv1_dir / f'epoch_{epoch + 1:04d}.npy', conv1_kernels(train_model)[0])
                 plot_curves(run_dir, f'{args.model}: {run_dir.name}')
@@ -1627,16 +1923,21 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                       if eval_m is not None else 'no validation')
                 _logger.info(f'epoch {epoch}: train loss {train_m["loss"]:.4f} top-1 {train_m["top1"]:.2f} | {ev} | '
                              f'lr {sum(lrs) / len(lrs):.3g} | {time.perf_counter() - t0:.1f} s'
-                             + (' | best' if is_best else ''))
+                             + (' | best' if is_best else '') + replicas)
                 if skipped_now > skipped_seen:
                     _logger.warning(f'skipped {skipped_now - skipped_seen} unreadable image(s) this epoch '
                                     f'({_skip_counts(skip_log)[1]} distinct; listed in {skip_log})')
             skipped_seen = skipped_now
-            stop.check()
+            sig = _agreed_signal(stop, args, device)
+            if sig is not None:
+                stop.signum = stop.signum or sig
+                stop.check()
     except _Interrupted as e:
         name = signal.Signals(e.signum).name
         batch = stop.last_batch
-        if batch is not None and primary:
+        if not primary:  # process 0 saves and tells; all processes stopped after the same batch
+            _logger.info(f'process {args.rank}: stopped by {name}')
+        elif batch is not None:
             path = save_recovery(epoch, batch)
             _logger.warning(f'stopped by {name} in epoch {epoch} after batch {batch + 1}/{len(loader_train)}: saved '
                             f'{path}. Resume with --resume {path} (repeats epoch {epoch} from these weights) or '
@@ -1652,16 +1953,35 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     except RuntimeError as e:
         if _UNREADABLE in str(e):
             raise UserError(str(e).split('Original Traceback')[0].strip().splitlines()[-1]) from None
+        if args.distributed and _is_comm_failure(e):
+            raise _PeerLost(_peer_lost_message(e, args.dist_timeout, saver.last)) from None
         raise
-    finally:
-        if args.distributed and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
     if saver.best_metric is not None:
         _logger.info(f'best {eval_metric} {saver.best_metric:.4f} at epoch {saver.best_epoch}: {saver.best}')
     total, distinct = _skip_counts(skip_log)
-    if total:
+    if total and primary:
         _logger.warning(f'{distinct} unreadable image(s) skipped {total} time(s) in all: see {skip_log}')
     return 0
+
+
+def _restore_rng(ckpt: Dict[str, Any], args: argparse.Namespace, start_epoch: int) -> None:
+    """Every generator as the checkpoint left it: per process when it was written by as many processes."""
+    from timm import utils
+    saved_world = int(ckpt.get('world_size', 1))
+    ranks = ckpt.get('rng_ranks')
+    if saved_world != args.world_size:
+        why = f'the checkpoint was written by {saved_world} process(es), this run has {args.world_size}'
+    elif args.world_size == 1 and isinstance(ckpt.get('rng'), dict):
+        set_rng_state(ckpt['rng'])
+        return
+    elif isinstance(ranks, list) and len(ranks) == args.world_size:
+        set_rng_state(ranks[args.rank])
+        return
+    else:
+        why = 'the checkpoint holds no random generator states for these processes'
+    utils.random_seed(args.seed + 1000 * start_epoch, args.rank)
+    if utils.is_primary(args):
+        _logger.warning(f'{why}: the random generators are seeded afresh, so this resume is not bit-exact')
 
 
 # ---------------------------------------------------------------------------------------------------------------------
