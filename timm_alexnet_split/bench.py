@@ -196,11 +196,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ImportError:
             print('\nonnxruntime vs PyTorch: export module not available, skipped')
         else:
-            ort_rows = bench_onnxruntime('alexnet_split_2', batch_sizes=tuple(args.onnx_batch_sizes))
+            ort_rows = []
+            for threads in sorted({1, torch.get_num_threads()}):
+                ort_rows += bench_onnxruntime('alexnet_split_2', batch_sizes=tuple(args.onnx_batch_sizes),
+                                              threads=threads)
             results['onnxruntime'] = ort_rows
-            print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference')
+            print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference (ratio = ort / torch; goal >= 1)')
             for r in ort_rows:
-                print('  ' + ', '.join(f'{k} {v}' for k, v in r.items()))
+                print(f'  threads {r["threads"]}, batch {r["batch_size"]:>3}: torch {r["torch_img_s"]:.1f} img/s, '
+                      f'onnxruntime {r["ort_img_s"]:.1f} img/s, ratio {r["ratio"]:.2f}')
     ours = [r for r in results['rows'] if r.get('variant') == 'ours' and r['mode'] == 'train']
     for r in ours:
         goal = 0.90 if r['amp_bf16'] else 0.85
