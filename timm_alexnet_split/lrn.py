@@ -9,7 +9,7 @@ alpha' is alpha / n (``alpha_over_n=True``: cuda-convnet2, Caffe, PyTorch and ON
 itself (the formula as printed in the paper).
 
 Forward and backward are one autograd function whose backward reuses the normaliser of the
-forward (scale and d^(-beta-1) are saved), each compiled into one fused loop, instead of
+forward (the normaliser d is saved), each compiled into one fused loop, instead of
 autograd's chain through pad / avg_pool3d / pow / div. Under ``torch.onnx.export`` it becomes one
 ONNX ``LRN`` node, with the TorchScript exporter
 (``dynamo=False``, what ``timm.utils.onnx.onnx_export`` uses) and with the dynamo exporter.
@@ -47,19 +47,20 @@ def _pow_neg(d: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def _fwd(x: torch.Tensor, size: int, alpha: float, beta: float, k: float):
-    """y, and what the backward needs: scale = d^-beta and q = -2 beta alpha / n * d^(-beta-1)."""
+    """y, and the normaliser d = k + alpha / n * S that the backward needs (scale and its derivative
+    are recomputed from d there: cheaper than storing them)."""
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
     d = _window_sum(xf * xf, size) * (alpha / size) + k
+    return (xf * _pow_neg(d, beta)).to(x.dtype), d.to(x.dtype)
+
+
+def _bwd(g: torch.Tensor, x: torch.Tensor, d: torch.Tensor, size: int, alpha: float, beta: float) -> torch.Tensor:
+    # dL/dx_j = g_j d_j^-beta - 2 beta alpha / n * x_j * sum_{i: j in window(i)} g_i x_i d_i^(-beta-1)
+    ct = torch.promote_types(x.dtype, torch.float32)
+    gf, xf, d = g.to(ct), x.to(ct), d.to(ct)
     scale = _pow_neg(d, beta)
     q = scale / d * (-2.0 * beta * alpha / size)
-    return (xf * scale).to(x.dtype), scale.to(x.dtype), q.to(x.dtype)
-
-
-def _bwd(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, q: torch.Tensor, size: int) -> torch.Tensor:
-    # dL/dx_j = g_j s_j - 2 beta alpha / n * x_j * sum_{i: j in window(i)} g_i x_i d_i^(-beta-1)
-    ct = torch.promote_types(x.dtype, torch.float32)
-    gf, xf = g.to(ct), x.to(ct)
-    return (gf * scale.to(ct) + xf * _window_sum(gf * xf * q.to(ct), size)).to(g.dtype)
+    return (gf * scale + xf * _window_sum(gf * xf * q, size)).to(g.dtype)
 
 
 # Fused kernels: torch.compile (inductor) turns _fwd and _bwd into one loop each (C++ with OpenMP
@@ -91,8 +92,8 @@ def _compile_kernels(device_type: str) -> Optional[Tuple[Callable, Callable]]:
             fwd = torch.compile(_fwd, dynamic=True)
             bwd = torch.compile(_bwd, dynamic=True)
             x = torch.rand(2, 7, 3, 3, device=device_type)
-            _, s, q = fwd(x, 5, 1e-4, 0.75, 2.0)
-            bwd(x, x, s, q, 5)
+            _, d = fwd(x, 5, 1e-4, 0.75, 2.0)
+            bwd(x, x, d, 5, 1e-4, 0.75)
             _compiled[device_type] = (fwd, bwd)
         except Exception as e:  # no C++ compiler / Triton: eager is exact, only slower
             if _mode == 'compiled':
@@ -125,15 +126,15 @@ class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
         fwd, bwd = _kernels(x)
-        y, scale, q = fwd(x, size, alpha, beta, k)
-        ctx.save_for_backward(x, scale, q)
-        ctx.size, ctx.bwd = size, bwd
+        y, d = fwd(x, size, alpha, beta, k)
+        ctx.save_for_backward(x, d)
+        ctx.hp, ctx.bwd = (size, alpha, beta), bwd
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, scale, q = ctx.saved_tensors
-        return ctx.bwd(grad.contiguous(), x, scale, q, ctx.size), None, None, None, None
+        x, d = ctx.saved_tensors
+        return ctx.bwd(grad.contiguous(), x, d, *ctx.hp), None, None, None, None
 
     @staticmethod
     def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
