@@ -172,10 +172,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
 
     from .lrn import lrn_mode
+    from .perf import tune_malloc
+    malloc = 'kept in process' if tune_malloc() else 'default'
     print(f'machine: {_machine()}')
-    print(f'LRN kernels on {device.type}: {lrn_mode(device.type)}')
+    print(f'LRN kernels on {device.type}: {lrn_mode(device.type)}; malloc: {malloc} (TIMM_ALEXNET_SPLIT_MALLOC=default: off)')
     results: dict = dict(machine=_machine(), date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-                         lrn_kernels=lrn_mode(device.type), rows=[])
+                         lrn_kernels=lrn_mode(device.type), malloc=malloc, rows=[])
     settings = [(False, False)] + ([(True, True)] if gpu else [])
     for amp, cl in settings:
         rows = bench_lrn(device, batch, amp, cl, args.rounds, args.warmup, with_tv=gpu, img_size=args.img_size)

@@ -44,6 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{PROG}: error: unknown command {name!r}; choose from {", ".join(COMMANDS)}', file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    if name in ('train', 'validate', 'bench', 'demo'):
+        from .perf import tune_malloc
+        tune_malloc()
     try:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
