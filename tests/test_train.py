@@ -209,6 +209,15 @@ def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir,
     assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
 
 
+def test_validate_safetensors_of_an_avg_pool_run(data_dir, tmp_path, capsys):
+    """The weights-only file carries the options that shape the model (global pool), not just the weights."""
+    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--gp', 'avg', '--output', tmp_path,
+                      '--experiment', 'gp']) == 0
+    r = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
+    st = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.safetensors', '--data-dir', data_dir, '-j', 0)
+    assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
+
+
 def test_validate_ten_crop_averages_the_softmax_of_ten_crops(trained_run, data_dir, capsys):
     r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0, '--ten-crop')
     assert r['crop'] == 'ten-crop' and r['images'] == 3

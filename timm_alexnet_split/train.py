@@ -1854,7 +1854,8 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     def weights_meta(epoch: int) -> Dict[str, str]:
         return {'format': 'pt', 'model': args.model, 'num_classes': str(args.num_classes), 'epoch': str(epoch),
                 'model_kwargs': json.dumps(_plain(args.model_kwargs)), 'class_names': json.dumps(class_names or []),
-                'data_config': json.dumps(_plain(dict(data_config)))}
+                'data_config': json.dumps(_plain(dict(data_config))),
+                'gp': json.dumps(getattr(args, 'gp', None)), 'in_chans': json.dumps(getattr(args, 'in_chans', None))}
 
     def save_recovery(epoch: int, batch_idx: int) -> Path:
         return saver.save_recovery(state(epoch, None, complete=False, batch_idx=batch_idx))
@@ -2043,6 +2044,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
             train_args['model_kwargs'] = json.loads(meta.get('model_kwargs', '{}'))
             class_names = json.loads(meta.get('class_names', '[]')) or None
             data_config = json.loads(meta['data_config']) if 'data_config' in meta else None
+            train_args.update({k: json.loads(meta[k]) for k in ('gp', 'in_chans') if k in meta})
     else:
         ckpt = load_checkpoint_file(str(path))
         state_dict = ckpt['state_dict']
