@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN
-from timm.layers import trunc_normal_  # noqa: F401  (re-exported convenience for users' inits)
 from timm.models import build_model_with_cfg, register_model
 from timm.models._features import feature_take_indices
 from timm.models._registry import generate_default_cfgs
