@@ -193,10 +193,33 @@ def test_initialisation(init, one, fc_std):
 @pytest.mark.parametrize('kwargs', [
     dict(num_towers=0), dict(num_towers=-1), dict(num_towers=97), dict(num_classes=-1), dict(in_chans=0),
     dict(drop_rate=1.5), dict(init='xavier'), dict(lrn_size=4), dict(lrn_scope='gpu'), dict(conv1_pad=-2),
+    dict(fc_width=0), dict(fc_width=2.5),
 ])
 def test_invalid_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         AlexNetSplit(**kwargs)
+
+
+def test_fc_width_narrows_fc6_fc7_and_leaves_the_towers():
+    m = timm.create_model('alexnet_split_2', num_classes=5, fc_width=64).eval()
+    paper = timm.create_model('alexnet_split_2', num_classes=5)
+    assert m.head_hidden_size == 64 and paper.head_hidden_size == 4096
+    assert m.pre_logits.fc6.weight.shape == (64, 256 * 6 * 6) and m.pre_logits.fc7.weight.shape == (64, 64)
+    assert m.fc8.weight.shape == (5, 64)
+    assert m.towers.state_dict().keys() == paper.towers.state_dict().keys()
+    assert all(v.shape == paper.towers.state_dict()[k].shape for k, v in m.towers.state_dict().items())
+    assert m(_x()).shape == (2, 5) and m.forward_head(m.forward_features(_x()), pre_logits=True).shape == (2, 64)
+    m.reset_classifier(3)
+    assert m(_x()).shape == (2, 3)
+
+
+def test_state_dict_kwargs_rebuild_a_narrow_head():
+    from timm_alexnet_split.checkpoint import state_dict_kwargs
+    sd = timm.create_model('alexnet_split_2', num_classes=5, fc_width=64, global_pool='avg').state_dict()
+    kw = state_dict_kwargs(sd)
+    assert kw == {'num_classes': 5, 'global_pool': 'avg', 'fc_width': 64}
+    timm.create_model('alexnet_split_2', **kw).load_state_dict(sd)
+    assert 'fc_width' not in state_dict_kwargs(timm.create_model('alexnet_split_2').state_dict())
 
 
 def test_too_small_input_is_a_clear_error(models):

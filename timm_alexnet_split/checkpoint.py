@@ -160,8 +160,9 @@ def state_dict_num_classes(sd: Dict[str, torch.Tensor]) -> Optional[int]:
 
 
 def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
-    """Model options an AlexNetSplit state_dict fixes by its shapes: num_classes (fc8), global_pool (fc6's input)."""
-    from .model import PAPER_WIDTHS
+    """Model options an AlexNetSplit state_dict fixes by its shapes: num_classes (fc8), global_pool (fc6's input),
+    fc_width (fc6's output, when it is not the paper's 4096)."""
+    from .model import PAPER_FC, PAPER_WIDTHS
     out: Dict[str, Any] = {}
     num_classes = state_dict_num_classes(sd)
     if num_classes is not None:
@@ -169,6 +170,8 @@ def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     fc6 = sd.get('pre_logits.fc6.weight')
     if fc6 is not None and fc6.dim() == 2:
         out['global_pool'] = 'avg' if fc6.shape[1] == PAPER_WIDTHS[-1] else ''
+        if fc6.shape[0] != PAPER_FC:
+            out['fc_width'] = int(fc6.shape[0])
     return out
 
 

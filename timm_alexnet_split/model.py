@@ -116,6 +116,7 @@ class AlexNetSplit(nn.Module):
             conv1_pad: int = 2,
             ceil_mode: bool = False,
             global_pool: str = '',
+            fc_width: int = PAPER_FC,
     ) -> None:
         super().__init__()
         if not isinstance(num_towers, int) or not 1 <= num_towers <= PAPER_WIDTHS[0]:
@@ -134,6 +135,9 @@ class AlexNetSplit(nn.Module):
             raise ValueError(f'conv1_pad must be >= 0, got {conv1_pad}')
         if global_pool not in ('', 'avg'):
             raise ValueError(f"global_pool must be '' (flatten the 6x6 map, as the paper) or 'avg', got {global_pool!r}")
+        if not isinstance(fc_width, int) or fc_width < 1:
+            raise ValueError(f'fc_width (the width of fc6 and fc7, {PAPER_FC} in the paper) must be an integer >= 1, '
+                             f'got {fc_width!r}')
         self.num_towers = num_towers
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -155,17 +159,17 @@ class AlexNetSplit(nn.Module):
             self.norm2_all = TowerLRN(**lrn_kw)
 
         self.num_features = PAPER_WIDTHS[-1]
-        self.head_hidden_size = PAPER_FC
+        self.head_hidden_size = fc_width
         flat = self.num_features * (1 if global_pool == 'avg' else POOL_SIZE * POOL_SIZE)
         self.pre_logits = nn.Sequential(OrderedDict([
-            ('fc6', nn.Linear(flat, PAPER_FC)),  # sees every tower
+            ('fc6', nn.Linear(flat, fc_width)),  # sees every tower
             ('act6', nn.ReLU(inplace=True)),
             ('drop6', nn.Dropout(drop_rate)),
-            ('fc7', nn.Linear(PAPER_FC, PAPER_FC)),
+            ('fc7', nn.Linear(fc_width, fc_width)),
             ('act7', nn.ReLU(inplace=True)),
             ('drop7', nn.Dropout(drop_rate)),
         ]))
-        self.fc8 = nn.Linear(PAPER_FC, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc8 = nn.Linear(fc_width, num_classes) if num_classes > 0 else nn.Identity()
 
         # taps for features_only / forward_intermediates: before each max pool, towers concatenated
         self.feature_info = [
