@@ -10,8 +10,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-cache-dir $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-cache-dir -e '.[dev]'
 	touch $@
 
 test: setup
