@@ -1222,7 +1222,9 @@ def _trim_summary(path: Path, start_epoch: int) -> None:
 
 
 def plot_curves(run_dir: Path, title: str = '') -> None:
-    """acc.png (top-1 train/validation, top-5) and loss.png from summary.csv; dotted lines where the rate changed."""
+    """acc.png (top-1 train/validation, top-5) and loss.png from summary.csv, with the learning rate on a second
+    (log) axis when it changed; dotted lines mark the changes when there are few (steps, plateau decays), not the
+    every-epoch changes of a cosine schedule."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -1244,10 +1246,21 @@ def plot_curves(run_dir: Path, title: str = '') -> None:
             ys = [r.get(key, math.nan) for r in rows]
             if any(not math.isnan(y) for y in ys):
                 ax.plot(ep, ys, style, marker='o' if len(ep) <= 30 else None, ms=3, label=label)
-        for i, (x, lr) in enumerate(lr_changes):
-            ax.axvline(x - 0.5, color='grey', ls=':', lw=1, label='learning rate changed' if i == 0 else None)
-            ax.annotate(f'lr {lr:.0e}', (x - 0.5, 1.0), xycoords=('data', 'axes fraction'), fontsize=7, color='grey',
-                        rotation=90, ha='right', va='top')
+        handles, labels = ax.get_legend_handles_labels()
+        lrs = [r.get('lr', math.nan) for r in rows]
+        if lr_changes and all(lr > 0 for lr in lrs):
+            ax2 = ax.twinx()
+            line, = ax2.plot(ep, lrs, color='grey', lw=1, alpha=0.7, drawstyle='steps-mid')
+            ax2.set_yscale('log')
+            ax2.set_ylabel('learning rate', color='grey', fontsize=8)
+            ax2.tick_params(axis='y', colors='grey', labelsize=7)
+            handles.append(line)
+            labels.append('learning rate (right)')
+        if len(lr_changes) <= 5:
+            for x, lr in lr_changes:
+                ax.axvline(x - 0.5, color='grey', ls=':', lw=1)
+                ax.annotate(f'lr {lr:.0e}', (x - 0.5, 1.0), xycoords=('data', 'axes fraction'), fontsize=7,
+                            color='grey', rotation=90, ha='right', va='top')
         if fname == 'acc.png':
             ax.set_ylim(-2, 102)
         else:
@@ -1259,7 +1272,7 @@ def plot_curves(run_dir: Path, title: str = '') -> None:
         ax.set_ylabel(ylabel)
         ax.set_xlim(0.5, max(ep) + 0.5)
         ax.grid(alpha=0.3)
-        ax.legend(loc='best', fontsize=8)
+        ax.legend(handles, labels, loc='best', fontsize=8)
         if title:
             ax.set_title(title, fontsize=9)
         fig.tight_layout()
