@@ -222,6 +222,36 @@ def test_validate_safetensors_of_an_avg_pool_run(data_dir, tmp_path, capsys):
     assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
 
 
+def test_validate_reads_checkpoints_from_elsewhere(trained_run, data_dir, tmp_path, capsys):
+    """timm train.py's checkpoint (its arguments pickled as a Namespace, which weights_only=True allows), and a plain
+    state_dict with --model: the same weights give the same figures. One of another model ends in one line."""
+    import argparse
+    ours = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    ref = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
+    timm_args = argparse.Namespace(model='alexnet_split_2', num_classes=3, model_kwargs={'fc_width': 64}, gp=None,
+                                   in_chans=None, input_size=None, img_size=64, crop_pct=None, mean=None, std=None,
+                                   interpolation='')
+    torch.save({'epoch': 1, 'arch': 'alexnet_split_2', 'args': timm_args, 'version': 2, 'metric': 50.0,
+                'state_dict': {f'module.{k}': v for k, v in ours['state_dict'].items()}}, tmp_path / 'timm.pth.tar')
+    torch.save(ours['state_dict'], tmp_path / 'plain.pth')
+    got = _validate(capsys, '--checkpoint', tmp_path / 'timm.pth.tar', '--data-dir', data_dir, '-j', 0)
+    assert (got['top1'], got['loss'], got['weights']) == (ref['top1'], ref['loss'], 'state_dict')
+    plain = _validate(capsys, '--checkpoint', tmp_path / 'plain.pth', '--model', 'alexnet_split_2', '--img-size', 64,
+                      '--data-dir', data_dir, '-j', 0)
+    assert (plain['top1'], plain['loss'], plain['weights']) == (ref['top1'], ref['loss'], 'plain state_dict')
+
+    assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--data-dir', str(data_dir)]) == 2
+    assert 'does not name its model' in capsys.readouterr().err
+    assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--model', 'alexnet_split_3',
+                     '--data-dir', str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'does not fit alexnet_split_3' in err[0]
+    assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--model', 'no_such_net',
+                     '--data-dir', str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'no_such_net' in err[0]
+
+
 def test_validate_ten_crop_averages_the_softmax_of_ten_crops(trained_run, data_dir, capsys):
     r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0, '--ten-crop')
     assert r['crop'] == 'ten-crop' and r['images'] == 3
@@ -461,7 +491,7 @@ def test_bad_input_ends_in_one_line_and_exit_2(tmp_path, capsys):
     garbage.write_bytes(b'not a checkpoint')
     assert cli.main(['validate', '--checkpoint', str(garbage), '--data-dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and 'cannot read checkpoint' in err[-1]
+    assert len(err) == 3 and 'not a readable PyTorch checkpoint' in err[-1] and 'does not exist' in err[-2]
 
 
 def test_missing_data_folder_from_the_command_line(tmp_path):

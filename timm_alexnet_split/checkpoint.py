@@ -15,7 +15,7 @@ stores its arguments in checkpoints); ``module.`` and ``_orig_mod.`` prefixes ar
 does not fit the model raises :class:`UserError` naming the first mismatching key.
 
 What a source says about its model (:class:`ModelInfo`: name, num_classes, model_kwargs, input size,
-mean, std, class names) comes from args.yaml and the run's class map, from a training checkpoint's
+mean, std, crop fraction, interpolation, class names) comes from args.yaml and the run's class map, from a training checkpoint's
 ``args`` / ``arch`` / ``class_names`` / ``data_config``, or from a safetensors file's metadata (the
 trainer writes ``model``, ``num_classes``, ``model_kwargs``, ``class_names``, ``data_config``).
 """
@@ -55,12 +55,20 @@ class ModelInfo:
     input_size: Optional[Tuple[int, ...]] = None
     mean: Optional[Tuple[float, ...]] = None
     std: Optional[Tuple[float, ...]] = None
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
     class_names: Optional[List[str]] = None
+
+    def data_args(self) -> Dict[str, Any]:
+        """What is known of the preprocessing, as arguments for ``timm.data.resolve_data_config``."""
+        known = dict(input_size=self.input_size, mean=self.mean, std=self.std, crop_pct=self.crop_pct,
+                     interpolation=self.interpolation)
+        return {k: v for k, v in known.items() if v is not None}
 
     def merged(self, other: 'ModelInfo') -> 'ModelInfo':
         """Fields of ``self``, with ``other`` filling what ``self`` leaves unsaid."""
         pick = {f: getattr(self, f) if getattr(self, f) is not None else getattr(other, f)
-                for f in ('model', 'num_classes', 'input_size', 'mean', 'std', 'class_names')}
+                for f in ('model', 'num_classes', 'input_size', 'mean', 'std', 'crop_pct', 'interpolation', 'class_names')}
         return ModelInfo(model_kwargs={**other.model_kwargs, **self.model_kwargs}, **pick)
 
 
@@ -161,7 +169,7 @@ def state_dict_num_classes(sd: Dict[str, torch.Tensor]) -> Optional[int]:
 
 def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     """Model options an AlexNetSplit state_dict fixes by its shapes: num_classes (fc8), global_pool (fc6's input),
-    fc_width (fc6's output, when it is not the paper's 4096)."""
+    fc_width (fc6's output) and in_chans (conv1's input) where they are not the defaults."""
     from .model import PAPER_FC, PAPER_WIDTHS
     out: Dict[str, Any] = {}
     num_classes = state_dict_num_classes(sd)
@@ -172,6 +180,9 @@ def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
         out['global_pool'] = 'avg' if fc6.shape[1] == PAPER_WIDTHS[-1] else ''
         if fc6.shape[0] != PAPER_FC:
             out['fc_width'] = int(fc6.shape[0])
+    conv1 = sd.get('towers.0.conv1.weight')
+    if conv1 is not None and conv1.dim() == 4 and conv1.shape[1] != 3:
+        out['in_chans'] = int(conv1.shape[1])
     return out
 
 
@@ -254,17 +265,24 @@ def _info_from_args(args: Dict[str, Any], where: str) -> ModelInfo:
         h, w = (img, img) if isinstance(img, int) else tuple(img)[-2:]
         size = (int(kw.get('in_chans', 3)), int(h), int(w))
     num_classes = args.get('num_classes')
+    crop_pct = args.get('crop_pct')
     return ModelInfo(model=args.get('model') or None, num_classes=int(num_classes) if num_classes is not None else None,
                      model_kwargs=kw, input_size=tuple(int(s) for s in size) if size else None,
-                     mean=_tuple(args.get('mean')), std=_tuple(args.get('std')))
+                     mean=_tuple(args.get('mean')), std=_tuple(args.get('std')),
+                     crop_pct=float(crop_pct) if crop_pct else None, interpolation=args.get('interpolation') or None)
 
 
 def _with_data_config(info: ModelInfo, data_config: Any) -> ModelInfo:
-    """The resolved data config (input_size, mean, std) the model was trained with, over the arguments."""
+    """The resolved data config (input_size, mean, std, crop_pct, interpolation) the model was trained with, over
+    the arguments."""
     if isinstance(data_config, dict):
         info.input_size = _tuple(data_config.get('input_size')) or info.input_size
         info.mean = _tuple(data_config.get('mean')) or info.mean
         info.std = _tuple(data_config.get('std')) or info.std
+        if isinstance(data_config.get('crop_pct'), (int, float)):
+            info.crop_pct = float(data_config['crop_pct'])
+        if isinstance(data_config.get('interpolation'), str):
+            info.interpolation = data_config['interpolation']
     return info
 
 

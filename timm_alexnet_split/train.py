@@ -2008,14 +2008,14 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     from timm.utils import ParseKwargs
     parser = argparse.ArgumentParser(
         prog='timm-alexnet-split validate', allow_abbrev=False,
-        description='Evaluate a checkpoint (a training run\'s .pth.tar or .safetensors; other .safetensors need '
-                    '--model) on an image folder split: top-1 and top-5 accuracy (%) and cross-entropy, on the centre '
-                    'crop or, '
-                    'with --ten-crop, on the paper\'s ten crops (corners, centre, mirrors; softmax averaged). '
-                    'Prints one JSON object on stdout.',
+        description='Evaluate a checkpoint (a training run\'s .pth.tar or .safetensors, timm train.py\'s checkpoints, '
+                    'or a plain state_dict / .safetensors with --model) on an image folder split: top-1 and top-5 '
+                    'accuracy (%) and cross-entropy, on the centre crop or, with --ten-crop, on the paper\'s ten crops '
+                    '(corners, centre, mirrors; softmax averaged). Prints one JSON object on stdout.',
         epilog='example: timm-alexnet-split validate --checkpoint output/train/demo/model_best.pth.tar '
                '--data-dir data/catsdogs --ten-crop')
-    parser.add_argument('--checkpoint', required=True, metavar='PATH', help='.pth.tar from training, or .safetensors')
+    parser.add_argument('--checkpoint', required=True, metavar='PATH',
+                        help='.pth.tar from training (EMA weights first, as timm), .pth state_dict, or .safetensors')
     parser.add_argument('--data-dir', metavar='DIR', help='dataset root (the split is looked up under it)')
     parser.add_argument('--demo-data', action='store_true', help='the embedded demo dataset')
     parser.add_argument('--dataset', default='', metavar='NAME', help='"" (folders) or torch/NAME, as timm')
@@ -2024,7 +2024,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('-b', '--batch-size', type=int, default=64, help='images per batch (default 64)')
     parser.add_argument('-j', '--workers', type=int, default=2, help='loader processes (default 2)')
     parser.add_argument('--device', default=None, help='default: cuda if available, else cpu')
-    parser.add_argument('--model', default=None, help='model name (needed for .safetensors; default: the checkpoint\'s)')
+    parser.add_argument('--model', default=None, help='model name (default: the one the checkpoint names)')
     parser.add_argument('--num-classes', type=int, default=None, help='classes (default: the checkpoint\'s)')
     parser.add_argument('--model-kwargs', nargs='*', default=None, action=ParseKwargs, help='model options')
     parser.add_argument('--img-size', type=int, default=None, help='input size (default: as trained, else the model\'s)')
@@ -2036,53 +2036,27 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f'--device {args.device}: no CUDA device here')
 
+    from .checkpoint import load_into, read_checkpoint, state_dict_kwargs
     path = Path(args.checkpoint)
-    train_args: Dict[str, Any] = {}
-    class_names: Optional[List[str]] = None
-    data_config: Optional[Dict[str, Any]] = None
-    if path.suffix == '.safetensors':
-        if not path.is_file():
-            raise UserError(f'checkpoint {path} not found')
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            state_dict = load_file(str(path))
-            from safetensors import safe_open
-            with safe_open(str(path), 'pt') as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f'cannot read {path}: {e}') from None
-        train_args['model'] = meta.get('model')
-        with contextlib.suppress(ValueError, TypeError):
-            train_args['model_kwargs'] = json.loads(meta.get('model_kwargs', '{}'))
-            class_names = json.loads(meta.get('class_names', '[]')) or None
-            data_config = json.loads(meta['data_config']) if 'data_config' in meta else None
-            train_args.update({k: json.loads(meta[k]) for k in ('gp', 'in_chans') if k in meta})
-    else:
-        ckpt = load_checkpoint_file(str(path))
-        state_dict = ckpt['state_dict']
-        train_args = ckpt.get('args') or {}
-        train_args.setdefault('model', ckpt.get('arch'))
-        class_names = ckpt.get('class_names')
-        data_config = ckpt.get('data_config')
-    model_name = args.model or train_args.get('model')
+    # weights_only=True; this trainer's checkpoints, timm train.py's, plain state_dicts and safetensors files
+    ckpt = read_checkpoint(path)
+    info = ckpt.info
+    model_name = args.model or info.model
     if not model_name:
         raise UserError(f'{path} does not name its model: give --model')
-    num_classes = args.num_classes or train_args.get('num_classes')
-    if num_classes is None and 'fc8.weight' in state_dict:
-        num_classes = state_dict['fc8.weight'].shape[0]
-    kwargs = args.model_kwargs if args.model_kwargs is not None else dict(train_args.get('model_kwargs') or {})
+    kwargs = dict(info.model_kwargs if args.model_kwargs is None else args.model_kwargs)
+    if args.num_classes is not None or info.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes if args.num_classes is not None else info.num_classes
+    for key, value in state_dict_kwargs(ckpt.state_dict).items():  # what the shapes fix (fc8, fc6, conv1)
+        kwargs.setdefault(key, value)
     try:
-        model = timm.create_model(model_name, num_classes=num_classes, global_pool=train_args.get('gp'),
-                                  in_chans=train_args.get('in_chans') or 3, **kwargs)
-        model.load_state_dict(state_dict)
+        model = timm.create_model(model_name, **kwargs)
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        raise UserError(f'cannot load {path} into {model_name}: {" ".join(str(e).split())[:200]}') from None
+        raise UserError(f'cannot create {model_name}: {" ".join(str(e).split())[:200]}') from None
+    load_into(model, ckpt.state_dict, model_name, str(path))
+    class_names = info.class_names
     model.to(device).eval()
-    if data_config is None:
-        data_config = resolve_data_config({k: train_args.get(k) for k in ('img_size', 'input_size', 'crop_pct', 'mean',
-                                                                          'std', 'interpolation')}, model=model)
-    data_config = dict(data_config)
+    data_config = dict(resolve_data_config(info.data_args(), model=model))
     if args.img_size:
         data_config['input_size'] = (data_config['input_size'][0], args.img_size, args.img_size)
     if args.crop_pct:
@@ -2119,7 +2093,8 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError(str(e).split('Original Traceback')[0].strip().splitlines()[-1]) from None
             raise
         skipped = _skip_counts(skip_log)[1]
-    result = {'checkpoint': str(path), 'model': model_name, 'split': args.split, 'images': len(ds) - skipped,
+    result = {'checkpoint': str(path), 'weights': ckpt.source, 'model': model_name, 'split': args.split,
+              'images': len(ds) - skipped,
               'crop': 'ten-crop' if args.ten_crop else 'center', 'top1': round(m['top1'], 4),
               'top5': round(m['top5'], 4), 'loss': round(m['loss'], 6), 'skipped_unreadable': skipped}
     print(json.dumps(result))
