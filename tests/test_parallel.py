@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import timm_alexnet_split  # noqa: F401
-from timm_alexnet_split.parallel import parse_devices, place_towers, tower_devices
+from timm_alexnet_split.parallel import head_device, parse_devices, place_towers, tower_devices
 
 CUDA = torch.cuda.is_available()
 
@@ -46,6 +46,7 @@ def test_placed_equals_unplaced(name, devices):
 def test_state_dict_keys_unchanged_and_round_trip():
     ref, placed = _pair('alexnet_split_2')
     place_towers(placed, ['cpu', 'cpu'], head_device='cpu')
+    assert head_device(placed) == torch.device('cpu')
     sd = placed.state_dict()
     assert list(sd) == list(ref.state_dict())
     fresh = timm.create_model('alexnet_split_2', num_classes=4)
@@ -80,6 +81,8 @@ def test_parse_devices():
 def test_two_gpus_towers_on_each():
     ref, placed = _pair('alexnet_split_2')
     place_towers(placed, ['cuda:0', 'cuda:1'], head_device='cuda:1')
+    assert tower_devices(placed) == [torch.device('cuda:0'), torch.device('cuda:1')]
+    assert head_device(placed) == torch.device('cuda:1') and placed.fc8.weight.device == torch.device('cuda:1')
     x = torch.rand(4, 3, 224, 224) * 255 - 120
     y = torch.tensor([0, 1, 2, 3])
     out_ref, g_ref = _fwd_bwd(ref, x, y)

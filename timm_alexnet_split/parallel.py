@@ -92,5 +92,6 @@ def tower_devices(model: AlexNetSplit) -> List[torch.device]:
 
 
 def head_device(model: nn.Module) -> torch.device:
+    """Where fc6..fc8 live (the towers' maps meet there); the first parameter's device once the head is pruned."""
     return model.pre_logits.fc6.weight.device if isinstance(model.pre_logits, nn.Sequential) else \
         next(model.parameters()).device
