@@ -1,6 +1,8 @@
 """`timm-alexnet-split bench` runs, prints ratios against the same-run baseline and writes them as JSON."""
 import json
 
+import pytest
+
 from timm_alexnet_split.cli import main
 
 
@@ -17,3 +19,14 @@ def test_bench_writes_ratios(tmp_path, capsys):
             assert r['img_s'] > 0 and r['ratio_to_no_lrn'] > 0
     assert 'goal: train ratio' in capsys.readouterr().out
     assert main(['bench', '--json', str(out), '--skip-onnx']) == 2  # never overwrites a result
+
+
+def test_onnxruntime_bench_times_both_lrn_forms_against_pytorch():
+    """The bench's onnxruntime part: each export form timed against PyTorch in the same run (ratios, not seconds)."""
+    from timm_alexnet_split.export import bench_onnxruntime
+    rows = bench_onnxruntime('alexnet_split_2', batch_sizes=(1,), warmup=0, repeats=1, threads=1, num_classes=10)
+    assert [r['lrn_form'] for r in rows] == ['node', 'ops']
+    for r in rows:
+        assert r['batch_size'] == 1 and r['threads'] == 1 and r['max_rel_err'] <= 1e-4
+        assert r['torch_img_s'] > 0 and r['ort_img_s'] > 0
+        assert r['ratio'] == pytest.approx(r['ort_img_s'] / r['torch_img_s'], rel=0.02)

@@ -127,6 +127,39 @@ def test_caffe_scope_lrn_exports_one_lrn_per_layer_over_all_channels(tmp_path):
         assert rel_err(run_ort(path, x), model(x)) <= DEFAULT_TOLERANCE
 
 
+def test_lrn_as_elementary_ops_matches_and_the_kernel_tool_still_finds_the_towers(tmp_path, capsys):
+    """--lrn ops: no LRN node, one Pow per tower and layer, the same outputs; the towers are still found from the
+    graph alone (metadata removed), as the band Convs read x * x, not the image."""
+    from timm_alexnet_split import kernels as K
+    model = small('alexnet_split_3')
+    path = tmp_path / 'ops.onnx'
+    report = export_onnx(model, path, lrn_form='ops')
+    assert report['lrn_form'] == 'ops' and report['lrn_nodes'] == [] and report['max_rel_err'] <= DEFAULT_TOLERANCE
+    m = onnx.load(str(path))
+    ops = [n.op_type for n in m.graph.node]
+    assert 'LRN' not in ops and ops.count('Pow') == 2 * 3
+    for batch in (1, 3):
+        x = images(batch, model, seed=batch)
+        with torch.inference_mode():
+            assert rel_err(run_ort(path, x), model(x)) <= DEFAULT_TOLERANCE
+    assert json.loads(meta(m)['lrn'])['onnx_form'] == 'ops'
+    assert all(mod.onnx_form == 'node' for mod in model.modules() if hasattr(mod, 'onnx_form')), 'restored'
+
+    del m.metadata_props[:]
+    onnx.save(m, str(tmp_path / 'bare.onnx'))
+    layer = K.read_onnx_first_layer(tmp_path / 'bare.onnx')
+    assert layer.layout == 'towers' and [len(g) for g in layer.groups] == [32, 32, 32]
+    for t, g in enumerate(layer.groups):
+        np.testing.assert_allclose(g, model.towers[t].conv1.weight.detach().double().numpy(), rtol=0, atol=0)
+
+    with pytest.raises(UserError, match='lrn_form'):
+        export_onnx(model, tmp_path / 'x.onnx', lrn_form='decomposed')
+    code, out, _ = cli_run(capsys, '--model', 'alexnet_split_1', '--num-classes', 3, '--lrn', 'ops',
+                           '--output', tmp_path / 'cli.onnx')
+    assert code == 0 and 'LRN as elementary ops' in out
+    assert 'LRN' not in [n.op_type for n in onnx.load(str(tmp_path / 'cli.onnx')).graph.node]
+
+
 def test_every_opset_we_write_is_loaded_by_onnxruntime(tmp_path):
     max_ir, max_opset = ort_limits()
     assert ort_limits.__wrapped__() == (max_ir, max_opset)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from timm_alexnet_split.lrn import TowerLRN, lrn, lrn_mode, lrn_reference, set_lrn_mode
+from timm_alexnet_split.lrn import TowerLRN, lrn, lrn_mode, lrn_ops, lrn_reference, set_lrn_mode
 
 
 def paper_formula(x: torch.Tensor, n: int, alpha: float, beta: float, k: float, over_n: bool) -> torch.Tensor:
@@ -103,3 +103,12 @@ def test_invalid_arguments(kwargs):
 def test_invalid_mode():
     with pytest.raises(ValueError):
         set_lrn_mode('fast')
+
+
+@pytest.mark.parametrize('size,channels', [(5, 7), (5, 48), (3, 4), (7, 5)])
+@pytest.mark.parametrize('alpha', [1e-4, 5e-3])
+def test_lrn_as_elementary_ops_is_the_same_formula(size, channels, alpha):
+    """What `export --lrn ops` writes: the window sum as a banded 1x1 convolution, clipped at the tower's edges."""
+    x = torch.randn(2, channels, 3, 4, dtype=torch.float64) * 40
+    torch.testing.assert_close(lrn_ops(x, size, alpha, 0.75, 2.0), lrn_reference(x, size, alpha, 0.75, 2.0),
+                               rtol=1e-12, atol=1e-12)

@@ -203,10 +203,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ort_rows += bench_onnxruntime('alexnet_split_2', batch_sizes=tuple(args.onnx_batch_sizes),
                                               threads=threads)
             results['onnxruntime'] = ort_rows
-            print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference (ratio = ort / torch; goal >= 1)')
+            print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference (ratio = ort / torch; goal >= 1);\n'
+                  'export with LRN as ONNX LRN nodes (default) and as elementary ops (export --lrn ops)')
             for r in ort_rows:
-                print(f'  threads {r["threads"]}, batch {r["batch_size"]:>3}: torch {r["torch_img_s"]:.1f} img/s, '
-                      f'onnxruntime {r["ort_img_s"]:.1f} img/s, ratio {r["ratio"]:.2f}')
+                print(f'  threads {r["threads"]}, batch {r["batch_size"]:>3}, --lrn {r["lrn_form"]:<4}: '
+                      f'torch {r["torch_img_s"]:.1f} img/s, onnxruntime {r["ort_img_s"]:.1f} img/s, ratio {r["ratio"]:.2f}')
     ours = [r for r in results['rows'] if r.get('variant') == 'ours' and r['mode'] == 'train']
     for r in ours:
         goal = 0.90 if r['amp_bf16'] else 0.85
