@@ -30,3 +30,14 @@ def test_onnxruntime_bench_times_both_lrn_forms_against_pytorch():
         assert r['batch_size'] == 1 and r['threads'] == 1 and r['max_rel_err'] <= 1e-4
         assert r['torch_img_s'] > 0 and r['ort_img_s'] > 0
         assert r['ratio'] == pytest.approx(r['ort_img_s'] / r['torch_img_s'], rel=0.02)
+
+
+def test_placement_bench_times_placed_towers_against_the_unplaced_model():
+    """The --model-parallel comparison (run by `bench` on a GPU), exercised with CPU devices."""
+    import torch
+
+    from timm_alexnet_split.bench import bench_placement
+    rows = bench_placement(torch.device('cpu'), batch=2, amp=False, rounds=1, warmup=0, placements=[['cpu', 'cpu']],
+                           img_size=67)
+    assert [(r['variant'], r['towers_on']) for r in rows] == [('unplaced', 'unplaced'), ('placed', 'cpu cpu')]
+    assert rows[0]['ratio_to_unplaced'] == 1.0 and rows[1]['img_s'] > 0 and rows[1]['ratio_to_unplaced'] > 0

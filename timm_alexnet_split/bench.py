@@ -130,6 +130,26 @@ def bench_compile(device: torch.device, batch: int, amp: bool, rounds: int, warm
                 img_s=round(ips['compiled'], 1), ratio_to_eager=round(ips['compiled'] / ips['eager'], 3))
 
 
+def bench_placement(device: torch.device, batch: int, amp: bool, rounds: int, warmup: int,
+                    placements: List[List[str]], img_size: int = 224) -> List[dict]:
+    """Training throughput of alexnet_split_2 with its towers placed (parallel.place_towers) against the unplaced
+    model, same weights, same run: what ``--model-parallel`` costs or gains. On one GPU, ['cuda:0', 'cuda:0']
+    measures the placement's own overhead; with two, ['cuda:0', 'cuda:1'] whether the towers overlap."""
+    from .parallel import place_towers
+    torch.manual_seed(0)
+    ref = _variant('ours', 1000)
+    x = torch.randn(batch, 3, img_size, img_size, device=device) * 60
+    y = torch.randint(0, 1000, (batch,), device=device)
+    steps = {'unplaced': _stepper(ref.to(device), x, y, True, amp)}
+    for devs in placements:
+        placed = place_towers(_variant('ours', 1000, ref.state_dict()), devs)
+        steps[' '.join(devs)] = _stepper(placed, x, y, True, amp)
+    ips = time_variants(steps, device, rounds, warmup, batch)
+    return [dict(mode='train', variant='placed' if k != 'unplaced' else 'unplaced', towers_on=k, batch=batch,
+                 amp_bf16=amp, img_s=round(v, 1), ratio_to_unplaced=round(v / ips['unplaced'], 3))
+            for k, v in ips.items()]
+
+
 def _machine() -> str:
     import os
     cpu = platform.processor() or platform.machine()
@@ -145,7 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         description='Measure, in one run, the training and inference throughput of alexnet_split_2 with our fused '
                     'tower-local LRN against the same network with LRN removed (the goal: >= 0.85 on a CPU, fp32, '
                     'batch 32; >= 0.90 on a GPU, bf16 + channels_last, batch 256) and with PyTorch\'s '
-                    'nn.LocalResponseNorm; on a GPU also torchvision\'s alexnet and torch.compile; and onnxruntime '
+                    'nn.LocalResponseNorm; on a GPU also torchvision\'s alexnet, torch.compile and the towers placed '
+                    'with --model-parallel against the unplaced model; and onnxruntime '
                     'against PyTorch eager at batch 1 and 32. Prints ratios and writes them as JSON.',
         epilog='example: timm-alexnet-split bench --json runs/bench.json')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available, else cpu)')
@@ -192,6 +213,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         results['rows'].append(c)
         print(f'\ntorch.compile (train, bf16): rel. error vs eager {c["rel_err_vs_eager"]:.1e}, '
               f'{c["img_s"]:.0f} img/s, {c["ratio_to_eager"]:.2f}x eager')
+    if gpu:
+        placements = [['cuda:0', 'cuda:0']] + ([['cuda:0', 'cuda:1']] if torch.cuda.device_count() > 1 else [])
+        p_rows = bench_placement(device, batch, True, args.rounds, args.warmup, placements, img_size=args.img_size)
+        results['rows'] += p_rows
+        print('\n--model-parallel: towers placed vs the unplaced model (train, bf16)')
+        for r in p_rows:
+            print(f'  {r["towers_on"]:<18}{r["img_s"]:>10.1f} img/s   ratio {r["ratio_to_unplaced"]:.3f}')
     if not args.skip_onnx:
         try:
             from .export import bench_onnxruntime
