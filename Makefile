@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The pair that lies on this project's machines' disk; override elsewhere (e.g. TORCH_SPEC=torch).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench lint models clean
+.PHONY: setup test demo bench lint models gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/timm-alexnet-split bench
+
+# On a GPU machine whose python3 already has torch, timm, onnx, onnxruntime and pytest (no venv): GPU tests + bench.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 lint: setup
 	$(VENV)/bin/ruff check timm_alexnet_split tests

@@ -146,6 +146,7 @@ def test_works_in_torchvision_compose_and_repr():
         PCALighting()(torch.zeros(2, 3, 2, 2))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_batch_on_cuda_matches_cpu():
     x = torch.randn(4, 3, 8, 8)

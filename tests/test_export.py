@@ -223,6 +223,7 @@ def test_timm_onnx_export_works_on_our_models(tmp_path):
         assert rel_err(run_ort(path, x3), model(x3)) <= DEFAULT_TOLERANCE
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_verification_uses_cuda_when_present(tmp_path):
     report = export_onnx(small(), tmp_path / 'gpu.onnx')

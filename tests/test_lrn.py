@@ -112,3 +112,29 @@ def test_lrn_as_elementary_ops_is_the_same_formula(size, channels, alpha):
     x = torch.randn(2, channels, 3, 4, dtype=torch.float64) * 40
     torch.testing.assert_close(lrn_ops(x, size, alpha, 0.75, 2.0), lrn_reference(x, size, alpha, 0.75, 2.0),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('lrn_kind', ['eager', 'compiled'])
+def test_cuda_kernels_match_the_formula_forward_and_backward(lrn_kind):
+    """On a GPU the fused (Triton) kernels and the eager ops give the formula's values and gradients, fp32 and bf16,
+    at a training-sized tensor (the size at which 'auto' uses the fused kernels)."""
+    set_lrn_mode(lrn_kind)
+    try:
+        assert lrn_mode('cuda') == lrn_kind
+        torch.manual_seed(3)
+        x = (torch.relu(torch.randn(64, 48, 27, 27, device='cuda')) * 80).requires_grad_(True)
+        g = torch.randn_like(x)
+        y = lrn(x, 5, 1e-4, 0.75, 2.0)
+        (gx,) = torch.autograd.grad(y, x, g)
+        xr = x.detach().double().requires_grad_(True)
+        yr = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(xr)
+        (gr,) = torch.autograd.grad(yr, xr, g.double())
+        torch.testing.assert_close(y.double(), yr, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx.double(), gr, rtol=1e-4, atol=1e-5)
+        yb = lrn(x.detach().bfloat16(), 5, 1e-4, 0.75, 2.0)
+        assert yb.dtype == torch.bfloat16
+        torch.testing.assert_close(yb.double(), yr.detach(), rtol=2e-2, atol=2e-2)
+    finally:
+        set_lrn_mode('auto')

@@ -77,6 +77,7 @@ def test_parse_devices():
         assert parse_devices(['1'], 2) == [torch.device('cuda:0')] * 2
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two GPUs')
 def test_two_gpus_towers_on_each():
     ref, placed = _pair('alexnet_split_2')
