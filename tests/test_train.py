@@ -231,17 +231,26 @@ def test_validate_reads_checkpoints_from_elsewhere(trained_run, data_dir, tmp_pa
     timm_args = argparse.Namespace(model='alexnet_split_2', num_classes=3, model_kwargs={'fc_width': 64}, gp=None,
                                    in_chans=None, input_size=None, img_size=64, crop_pct=None, mean=None, std=None,
                                    interpolation='')
+    ema = {k: v * 0.5 if v.is_floating_point() else v for k, v in ours['state_dict'].items()}
     torch.save({'epoch': 1, 'arch': 'alexnet_split_2', 'args': timm_args, 'version': 2, 'metric': 50.0,
-                'state_dict': {f'module.{k}': v for k, v in ours['state_dict'].items()}}, tmp_path / 'timm.pth.tar')
+                'state_dict': {f'module.{k}': v for k, v in ours['state_dict'].items()}, 'state_dict_ema': ema},
+               tmp_path / 'timm.pth.tar')
     torch.save(ours['state_dict'], tmp_path / 'plain.pth')
     got = _validate(capsys, '--checkpoint', tmp_path / 'timm.pth.tar', '--data-dir', data_dir, '-j', 0)
     assert (got['top1'], got['loss'], got['weights']) == (ref['top1'], ref['loss'], 'state_dict')
+    got = _validate(capsys, '--checkpoint', tmp_path / 'timm.pth.tar', '--use-ema', '--data-dir', data_dir, '-j', 0)
+    assert got['weights'] == 'state_dict_ema' and got['loss'] != ref['loss']
+    run = _validate(capsys, '--checkpoint', trained_run, '--data-dir', data_dir, '-j', 0)  # a run folder: its best
+    assert run['checkpoint'] == str(trained_run / 'model_best.pth.tar')
     plain = _validate(capsys, '--checkpoint', tmp_path / 'plain.pth', '--model', 'alexnet_split_2', '--img-size', 64,
                       '--data-dir', data_dir, '-j', 0)
     assert (plain['top1'], plain['loss'], plain['weights']) == (ref['top1'], ref['loss'], 'plain state_dict')
 
     assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--data-dir', str(data_dir)]) == 2
     assert 'does not name its model' in capsys.readouterr().err
+    assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--model', 'alexnet_split_2',
+                     '--use-ema', '--data-dir', str(data_dir)]) == 2
+    assert 'holds no EMA weights' in capsys.readouterr().err
     assert cli.main(['validate', '--checkpoint', str(tmp_path / 'plain.pth'), '--model', 'alexnet_split_3',
                      '--data-dir', str(data_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -250,6 +259,17 @@ def test_validate_reads_checkpoints_from_elsewhere(trained_run, data_dir, tmp_pa
                      '--data-dir', str(data_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'no_such_net' in err[0]
+
+
+def test_validate_a_one_channel_model_from_a_plain_state_dict(tmp_path, capsys):
+    """in_chans comes from conv1's shape, and the loader then gives one-channel images."""
+    import timm
+    gray = make_folder(tmp_path / 'gray', {'validation': 1})
+    model = timm.create_model('alexnet_split_2', num_classes=3, in_chans=1, fc_width=64)
+    torch.save(model.state_dict(), tmp_path / 'one.pth')
+    r = _validate(capsys, '--checkpoint', tmp_path / 'one.pth', '--model', 'alexnet_split_2', '--img-size', 64,
+                  '--data-dir', gray, '-j', 0)
+    assert r['images'] == 3 and 0 <= r['top1'] <= 100
 
 
 def test_validate_ten_crop_averages_the_softmax_of_ten_crops(trained_run, data_dir, capsys):

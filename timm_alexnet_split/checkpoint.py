@@ -312,8 +312,14 @@ def _info_from_metadata(meta: Dict[str, str]) -> ModelInfo:
             return None
     num_classes = meta.get('num_classes', '')
     kw = load('model_kwargs')
+    kw = dict(kw) if isinstance(kw, dict) else {}
+    gp, in_chans = load('gp'), load('in_chans')  # the trainer writes these beside model_kwargs, as train.py's args
+    if isinstance(gp, str) and gp:
+        kw.setdefault('global_pool', gp)
+    if isinstance(in_chans, int) and in_chans > 0:
+        kw.setdefault('in_chans', in_chans)
     info = ModelInfo(model=meta.get('model') or None, num_classes=int(num_classes) if num_classes.isdigit() else None,
-                     model_kwargs=kw if isinstance(kw, dict) else {}, class_names=_names(load('class_names')))
+                     model_kwargs=kw, class_names=_names(load('class_names')))
     return _with_data_config(info, load('data_config'))
 
 

@@ -2008,14 +2008,16 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     from timm.utils import ParseKwargs
     parser = argparse.ArgumentParser(
         prog='timm-alexnet-split validate', allow_abbrev=False,
-        description='Evaluate a checkpoint (a training run\'s .pth.tar or .safetensors, timm train.py\'s checkpoints, '
+        description='Evaluate a checkpoint (a training run\'s folder, .pth.tar or .safetensors, timm train.py\'s checkpoints, '
                     'or a plain state_dict / .safetensors with --model) on an image folder split: top-1 and top-5 '
                     'accuracy (%) and cross-entropy, on the centre crop or, with --ten-crop, on the paper\'s ten crops '
                     '(corners, centre, mirrors; softmax averaged). Prints one JSON object on stdout.',
         epilog='example: timm-alexnet-split validate --checkpoint output/train/demo/model_best.pth.tar '
                '--data-dir data/catsdogs --ten-crop')
     parser.add_argument('--checkpoint', required=True, metavar='PATH',
-                        help='.pth.tar from training (EMA weights first, as timm), .pth state_dict, or .safetensors')
+                        help='.pth.tar from training, .pth state_dict, .safetensors, or a run folder (its best checkpoint)')
+    parser.add_argument('--use-ema', action='store_true',
+                        help='evaluate the EMA weights of a timm training checkpoint (state_dict_ema), as timm validate.py')
     parser.add_argument('--data-dir', metavar='DIR', help='dataset root (the split is looked up under it)')
     parser.add_argument('--demo-data', action='store_true', help='the embedded demo dataset')
     parser.add_argument('--dataset', default='', metavar='NAME', help='"" (folders) or torch/NAME, as timm')
@@ -2036,17 +2038,23 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f'--device {args.device}: no CUDA device here')
 
-    from .checkpoint import load_into, read_checkpoint, state_dict_kwargs
+    from .checkpoint import find_run_checkpoint, load_into, read_checkpoint, state_dict_kwargs
     path = Path(args.checkpoint)
+    if path.is_dir():
+        path = find_run_checkpoint(path)
     # weights_only=True; this trainer's checkpoints, timm train.py's, plain state_dicts and safetensors files
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, use_ema=args.use_ema)
+    if args.use_ema and 'ema' not in ckpt.source:
+        raise UserError(f'--use-ema: {path} holds no EMA weights (state_dict_ema / model_ema)')
     info = ckpt.info
     model_name = args.model or info.model
     if not model_name:
         raise UserError(f'{path} does not name its model: give --model')
-    kwargs = dict(info.model_kwargs if args.model_kwargs is None else args.model_kwargs)
-    if args.num_classes is not None or info.num_classes is not None:
-        kwargs['num_classes'] = args.num_classes if args.num_classes is not None else info.num_classes
+    kwargs = {**info.model_kwargs, **(args.model_kwargs or {})}  # the command line's options over the checkpoint's
+    if args.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes
+    elif info.num_classes is not None:
+        kwargs.setdefault('num_classes', info.num_classes)
     for key, value in state_dict_kwargs(ckpt.state_dict).items():  # what the shapes fix (fc8, fc6, conv1)
         kwargs.setdefault(key, value)
     try:
@@ -2057,6 +2065,9 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     class_names = info.class_names
     model.to(device).eval()
     data_config = dict(resolve_data_config(info.data_args(), model=model))
+    chans = getattr(model, 'in_chans', None)
+    if chans and data_config['input_size'][0] != chans:  # a model of other input channels than its default cfg's
+        data_config['input_size'] = (chans, *data_config['input_size'][1:])
     if args.img_size:
         data_config['input_size'] = (data_config['input_size'][0], args.img_size, args.img_size)
     if args.crop_pct:
