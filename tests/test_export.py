@@ -225,6 +225,8 @@ def test_timm_onnx_export_works_on_our_models(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.skipif('CUDAExecutionProvider' not in ort.get_available_providers(),
+                    reason='needs onnxruntime-gpu (this onnxruntime has no CUDA provider)')
 def test_verification_uses_cuda_when_present(tmp_path):
     report = export_onnx(small(), tmp_path / 'gpu.onnx')
     assert report['provider'] == 'CUDAExecutionProvider'
