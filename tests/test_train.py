@@ -115,6 +115,21 @@ def test_run_writes_every_artefact(trained_run):
     assert not np.array_equal(k0, k2), 'conv1 moved during training'
 
 
+@pytest.mark.parametrize('lrs', [[0.01] * 4, [0.01, 0.005, 0.001, 0.0], [0.01, 0.01, 0.001, 0.001] * 3],
+                         ids=['constant', 'cosine-to-zero', 'steps'])
+def test_curves_are_drawn_for_every_kind_of_schedule(tmp_path, lrs):
+    """A learning rate that is constant, reaches 0 (no log axis then) or steps; validation columns left empty."""
+    with open(tmp_path / 'summary.csv', 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(SUMMARY_COLUMNS)
+        for e, lr in enumerate(lrs):
+            w.writerow([e, 2.0 / (e + 1), 10.0 * e, '', '', '', lr])
+    train.plot_curves(tmp_path, title='t')
+    for png in ('acc.png', 'loss.png'):
+        assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not list(tmp_path.glob('.*.tmp.png'))
+
+
 def test_args_yaml_is_resolved_and_reusable_as_config(trained_run):
     args = yaml.safe_load((trained_run / 'args.yaml').read_text())
     assert args['num_classes'] == 3 and args['lr'] == 0.001 and args['device'] == 'cpu'

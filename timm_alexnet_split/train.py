@@ -1223,8 +1223,8 @@ def _trim_summary(path: Path, start_epoch: int) -> None:
 
 def plot_curves(run_dir: Path, title: str = '') -> None:
     """acc.png (top-1 train/validation, top-5) and loss.png from summary.csv, with the learning rate on a second
-    (log) axis when it changed; dotted lines mark the changes when there are few (steps, plateau decays), not the
-    every-epoch changes of a cosine schedule."""
+    axis when it changed (log scale unless it reaches 0); dotted lines mark the changes when they are few and far
+    apart (steps, plateau decays), not the every-epoch changes of a cosine schedule."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -1248,15 +1248,18 @@ def plot_curves(run_dir: Path, title: str = '') -> None:
                 ax.plot(ep, ys, style, marker='o' if len(ep) <= 30 else None, ms=3, label=label)
         handles, labels = ax.get_legend_handles_labels()
         lrs = [r.get('lr', math.nan) for r in rows]
-        if lr_changes and all(lr > 0 for lr in lrs):
+        if lr_changes and all(lr >= 0 for lr in lrs):
             ax2 = ax.twinx()
             line, = ax2.plot(ep, lrs, color='grey', lw=1, alpha=0.7, drawstyle='steps-mid')
-            ax2.set_yscale('log')
+            if min(lrs) > 0:
+                ax2.set_yscale('log')
+            else:
+                ax2.set_ylim(bottom=0)
             ax2.set_ylabel('learning rate', color='grey', fontsize=8)
             ax2.tick_params(axis='y', colors='grey', labelsize=7)
             handles.append(line)
             labels.append('learning rate (right)')
-        if len(lr_changes) <= 5:
+        if len(lr_changes) <= 5 and 3 * len(lr_changes) <= len(rows):
             for x, lr in lr_changes:
                 ax.axvline(x - 0.5, color='grey', ls=':', lw=1)
                 ax.annotate(f'lr {lr:.0e}', (x - 0.5, 1.0), xycoords=('data', 'axes fraction'), fontsize=7,
