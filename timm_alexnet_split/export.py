@@ -27,7 +27,6 @@ import copy
 import functools
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 __all__ = ['DEFAULT_TOLERANCE', 'bench_onnxruntime', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
@@ -450,9 +450,11 @@ def export_onnx(
         onnx.helper.set_model_props(proto, _metadata(model, input_size, facts, metadata))
         onnx.checker.check_model(proto, full_check=True)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f'cannot write {path}: {e.strerror or e}') from None
+        with replace_when_done(path, overwrite, 'during the export') as tmp:
             tmp.write_bytes(proto.SerializeToString())
             report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=_opset(proto),
                                           ir_version=proto.ir_version, num_towers=model.num_towers,
@@ -464,13 +466,6 @@ def export_onnx(
                                     f'(relative), above the tolerance {tolerance:g}; nothing written')
             else:
                 _session(tmp)
-            if path.exists() and not overwrite:
-                raise UserError(f'{path} appeared during the export; use --force to replace it')
-            os.replace(tmp, path)
-        except OSError as e:
-            raise UserError(f'cannot write {path}: {e.strerror or e}') from e
-        finally:
-            tmp.unlink(missing_ok=True)
     finally:
         if training is not None:
             model.train(training)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 __all__ = ['ImportReport', 'import_bvlc_onnx', 'locate_layers', 'save_safetensors', 'verify', 'main']
@@ -751,18 +750,8 @@ def save_safetensors(state_dict: Dict[str, Any], report: ImportReport, out: str,
     """Write ``state_dict`` (contiguous) with the report as metadata, atomically; refuse to replace without ``force``."""
     from safetensors.torch import save_file
     dest = _check_output_path(out, force)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp, metadata=report.metadata())
-        if dest.exists() and not force:
-            raise UserError(f'{dest} appeared while importing; pass --force to replace it')
-        os.replace(tmp, dest)
-    except OSError as e:
-        raise UserError(f'cannot write {dest}: {e.strerror or e}') from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replace_when_done(dest, force, 'while importing') as tmp:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=report.metadata())
     return dest
 
 
