@@ -5,6 +5,5 @@
 """
 from .lrn import TowerLRN, lrn
 from .model import AlexNetSplit, Tower, tower_widths
-
-__version__ = '0.1.0'
+from .version import __version__
 __all__ = ['AlexNetSplit', 'Tower', 'TowerLRN', 'lrn', 'tower_widths', '__version__']

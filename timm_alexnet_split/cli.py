@@ -1,7 +1,9 @@
 """The ``timm-alexnet-split`` command (also ``python -m timm_alexnet_split``).
 
-Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches. The
-kernel tool (kernels.py) never imports torch itself and also runs as a plain script:
+Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches. The console
+script enters through ``timm_alexnet_split_cli`` (outside the package), which runs the torch-free commands
+(``kernels``, ``--version``, ``--help``) without importing the package's ``__init__``: this module and the
+modules those commands use import nothing that imports torch. The kernel tool also runs as a plain script:
 ``python timm_alexnet_split/kernels.py FILE.onnx``.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = [f'usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for each)', '', 'commands:']
+    lines = [f'usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for each; {PROG} --version)', '', 'commands:']
     lines += [f'  {name:<18}{summary}' for name, (_, _, summary) in COMMANDS.items()]
     return '\n'.join(lines)
 
@@ -39,6 +41,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ('-V', '--version'):
+        from .version import __version__
+        print(f'{PROG} {__version__}')
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f'{PROG}: error: unknown command {name!r}; choose from {", ".join(COMMANDS)}', file=sys.stderr)
@@ -50,8 +56,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
-        if getattr(e, 'name', None) not in (module, func, None):
-            raise
+        missing = getattr(e, 'name', None)
+        if missing not in (module, func, None):  # a dependency: torch, timm, onnx ... not installed or broken
+            print(f'{PROG} {name}: error: cannot import {missing} ({e}); reinstall the dependencies '
+                  f'(make setup, or pip install timm-alexnet-split)', file=sys.stderr)
+            return 2
         print(f'{PROG}: error: {name!r} is not available in this version', file=sys.stderr)
         return 2
     from .errors import UserError

@@ -1,0 +1,84 @@
+"""The `timm-alexnet-split` command itself: its entry point, --version, and torch-free start of the kernel tool."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+
+import numpy as np
+
+import timm_alexnet_split
+from timm_alexnet_split.cli import COMMANDS
+
+BLOCK_TORCH = '''
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'timm', 'torchvision'):
+            raise ModuleNotFoundError(name + ' is blocked in this test', name=name)
+        return None
+sys.meta_path.insert(0, _NoTorch())
+'''
+# what the installed console script runs
+ENTRY = 'import sys, timm_alexnet_split_cli as c; sys.exit(c.main())'
+
+
+def _without_torch(tmp_path):
+    block = tmp_path / 'block'
+    block.mkdir(exist_ok=True)
+    (block / 'sitecustomize.py').write_text(textwrap.dedent(BLOCK_TORCH))
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(block), *filter(None, [os.environ.get('PYTHONPATH')])]),
+           'MPLBACKEND': 'Agg'}
+    probe = subprocess.run([sys.executable, '-c', 'import torch'], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and 'blocked' in probe.stderr  # the blocker works
+    return env
+
+
+def _run(args, env, cwd):
+    return subprocess.run([sys.executable, '-c', ENTRY, *args], env=env, capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_the_console_script_enters_outside_the_package():
+    scripts = [e for e in entry_points(group='console_scripts') if e.name == 'timm-alexnet-split']
+    assert [e.value for e in scripts] == ['timm_alexnet_split_cli:main']
+
+
+def test_version_is_the_package_version(tmp_path):
+    done = _run(['--version'], _without_torch(tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f'timm-alexnet-split {timm_alexnet_split.__version__}'
+
+
+def test_kernels_runs_through_the_cli_without_torch(tmp_path):
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.normal(size=(16, 1, 11, 11)), 3, axis=1).astype(np.float32)
+    colour = rng.normal(size=(16, 3, 11, 11)).astype(np.float32)
+    colour -= colour.mean(axis=1, keepdims=True)  # no luminance part: chromatic fraction 1
+    save_file({'towers.0.conv1.weight': grey, 'towers.1.conv1.weight': colour}, str(tmp_path / 'w.safetensors'))
+    env = _without_torch(tmp_path)
+    done = _run(['kernels', str(tmp_path / 'w.safetensors'), '--out', str(tmp_path / 'out'), '--permutations', '2000'],
+                env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'verdict: tower 1 colour-specific' in done.stdout
+    assert (tmp_path / 'out' / 'report.json').is_file()
+    bad = _run(['kernels', str(tmp_path / 'nothere.onnx')], env, tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and 'Traceback' not in bad.stderr
+
+
+def test_a_torch_command_without_torch_says_so_in_one_line(tmp_path):
+    # the torch-free path must not hide what a torch command needs
+    done = _run(['models'], _without_torch(tmp_path), tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith('timm-alexnet-split models: error: cannot import torch') and 'blocked' in done.stderr
+    assert done.stderr.count('\n') == 1, done.stderr
+
+
+def test_every_command_is_listed_in_help(tmp_path):
+    done = _run(['--help'], _without_torch(tmp_path), tmp_path)
+    assert done.returncode == 0
+    for name in COMMANDS:
+        assert name in done.stdout
