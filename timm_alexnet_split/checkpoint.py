@@ -26,7 +26,6 @@ import hashlib
 import json
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -37,7 +36,7 @@ import torch.nn as nn
 from .errors import UserError
 
 __all__ = ['Checkpoint', 'ModelInfo', 'RunInfo', 'find_run_checkpoint', 'load_checkpoint_file', 'load_into', 'read_checkpoint',
-           'read_run', 'sha256_file', 'state_dict_kwargs', 'state_dict_num_classes']
+           'read_run', 'read_training_checkpoint', 'sha256_file', 'state_dict_kwargs', 'state_dict_num_classes']
 
 _PREFIXES = ('module.', '_orig_mod.')
 _STATE_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
@@ -107,6 +106,7 @@ def _strip_prefixes(sd: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 
 
 def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a file it cannot read, whatever the reason, is a one-line UserError."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location='cpu', weights_only=True)
@@ -119,9 +119,24 @@ def _torch_load(path: Path) -> Any:
             raise UserError(f'{path}: refused: loading it would need {", ".join(unsafe[:3])}, which weights_only=True '
                             'does not allow; save the model\'s state_dict (or use safetensors) instead') from e
         raise UserError(f'{path}: not a readable PyTorch checkpoint; is the file complete and saved with torch.save?') from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # a text file, a truncated zip, another format: pickle, zip and torch raise many kinds
         raise UserError(f'{path}: not a readable PyTorch checkpoint ({type(e).__name__}); '
                         'is the file complete and saved with torch.save?') from e
+
+
+def read_training_checkpoint(path: Path) -> Dict[str, Any]:
+    """A checkpoint of this trainer (or timm's train.py) to resume from, loaded with weights_only=True: a dict with
+    ``state_dict``. A missing, unreadable or foreign file is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f'checkpoint {path} not found' if not path.exists() else f'checkpoint {path} is not a file')
+    obj = _torch_load(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get('state_dict'), dict):
+        raise UserError(f'{path} is not a training checkpoint (no state_dict to resume from); '
+                        'resume from a run\'s last.pth.tar or recovery.pth.tar')
+    return obj
 
 
 def read_checkpoint(path: Path, use_ema: bool = True) -> Checkpoint:

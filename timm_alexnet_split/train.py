@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from .checkpoint import load_into, read_training_checkpoint
 from .errors import UserError
 
 __all__ = [
@@ -365,11 +366,34 @@ def _config_defaults(parser: argparse.ArgumentParser, cfg: Dict[str, Any], where
         elif key == 'config':
             raise UserError(f'{where}: a config file cannot name another config file')
         else:
-            close = difflib.get_close_matches(key, list(actions) + list(UNSUPPORTED), n=1)
-            hint = f' (did you mean {close[0]}?)' if close else ''
+            close = _suggest(key, list(actions) + list(UNSUPPORTED))
+            hint = f' (did you mean {close}?)' if close else ''
             raise UserError(f'{where}: unknown option {key!r}{hint}; keys are timm train.py dest names or ours '
                             f'(see {PROG} --help)')
     return out
+
+
+# what other trainers call timm train.py's options: checked before spelling, which would suggest a look-alike
+# ('learning_rate' is closest to 'decay_rate' by spelling)
+_ALIASES = {
+    'learning_rate': 'lr', 'base_lr': 'lr', 'lr_rate': 'lr', 'batch': 'batch_size', 'bs': 'batch_size',
+    'train_batch_size': 'batch_size', 'eval_batch_size': 'validation_batch_size', 'val_batch_size': 'validation_batch_size',
+    'wd': 'weight_decay', 'num_epochs': 'epochs', 'n_epochs': 'epochs', 'max_epochs': 'epochs', 'epoch': 'epochs',
+    'optimizer': 'opt', 'optim': 'opt', 'scheduler': 'sched', 'lr_scheduler': 'sched', 'schedule': 'sched',
+    'data_path': 'data_dir', 'dataset_dir': 'data_dir', 'root': 'data_dir', 'model_name': 'model', 'arch': 'model',
+    'image_size': 'img_size', 'resolution': 'img_size', 'dropout': 'drop', 'drop_rate': 'drop',
+    'label_smoothing': 'smoothing', 'num_workers': 'workers', 'warmup': 'warmup_epochs', 'output_dir': 'output',
+    'random_seed': 'seed', 'gpu': 'device', 'momentum_rate': 'momentum', 'classes': 'num_classes',
+}
+
+
+def _suggest(name: str, known: Sequence[str]) -> Optional[str]:
+    """The option a misspelled or foreign ``name`` (dest or --flag form) most likely means, or None."""
+    key = name.lstrip('-').replace('-', '_').lower()
+    if _ALIASES.get(key) in known:
+        return _ALIASES[key]
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return close[0] if close else None
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -398,7 +422,9 @@ def _check_cli_leftovers(rest: Sequence[str]) -> None:
         if name in _UNSUPPORTED_FLAGS:
             dest = _UNSUPPORTED_FLAGS[name]
             raise UserError(f'{name} is not supported by this trainer: {UNSUPPORTED[dest][1]}')
-        raise UserError(f'unknown option {name} (see {PROG} --help)')
+        close = _suggest(name, list(_option_dests(build_parser())))
+        hint = f' (did you mean --{close.replace("_", "-")}?)' if close else ''
+        raise UserError(f'unknown option {name}{hint} (see {PROG} --help)')
 
 
 def parse_args(argv: Sequence[str], resume_args: Optional[Dict[str, Any]] = None) -> argparse.Namespace:
@@ -658,18 +684,45 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Any, Optional[Any], Option
     if args.data_dir and _folder_like(args.dataset) and not os.path.exists(args.data_dir):
         raise UserError(f'data folder {args.data_dir} not found')
     class_map = args.class_map or None
+    has_val = _check_folder_splits(args)
     train_ds = _create_dataset(args, args.train_split, True, class_map, 'training')
     names = _class_names(train_ds)
     eval_ds = None
-    if args.val_split:
+    if has_val:
         eval_ds = _create_dataset(args, args.val_split, False, class_map, 'validation')
         eval_ds = _align_classes(args, eval_ds, names, lambda cmap: _create_dataset(
             args, args.val_split, False, cmap, 'validation'))
         tr, ev = _split_root(train_ds), _split_root(eval_ds)
         if tr is not None and tr == ev:
-            _logger.warning(f'WARNING: no separate {args.val_split!r} split under {args.data_dir}: '
-                            'validating on the training images')
+            _logger.warning(f'WARNING: the {args.val_split!r} split of {args.data_dir or args.dataset} is the training '
+                            'split itself: training without validation metrics')
+            eval_ds = None
     return train_ds, eval_ds, names
+
+
+def _check_folder_splits(args: argparse.Namespace) -> bool:
+    """For a folder dataset, check that the training split is there (UserError naming the splits that are) and say
+    whether there is a validation split. A folder without split folders is itself the training data. Training without
+    validation data is said once here; it is never another split's images under the validation name."""
+    from .splits import EVAL_NAMES, find_split, split_folders
+    if not args.val_split:
+        return False
+    if not (args.data_dir and _folder_like(args.dataset) and os.path.isdir(args.data_dir)):
+        return True
+    root = Path(args.data_dir)
+    train_dir = find_split(root, args.train_split)
+    if train_dir is None:
+        _logger.warning(f'WARNING: {root} has no split folders: training on all of it, without validation metrics '
+                        f'(give it {args.train_split}/ and {args.val_split}/ sub-folders to validate)')
+        return False
+    present = split_folders(root)
+    if not any(p.lower() in EVAL_NAMES for p in present) and args.val_split.split('[')[0] not in present:
+        _logger.warning(f'WARNING: no validation split {args.val_split!r} in {root} (it has {", ".join(present)}): '
+                        'training without validation metrics; model_best.pth.tar is not written, last.pth.tar holds '
+                        'the final weights')
+        return False
+    find_split(root, args.val_split)  # a validation folder under another name: the error names what is there
+    return True
 
 
 def _align_classes(args: Any, ds: Any, names: Optional[List[str]], recreate: Callable[[Dict[str, int]], Any]) -> Any:
@@ -1158,20 +1211,6 @@ class RunSaver:
         return self.recovery
 
 
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    """A training checkpoint, loaded with weights_only=True; a missing or unreadable file is a UserError."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f'checkpoint {path} not found')
-    try:
-        ckpt = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors for a truncated or foreign file
-        raise UserError(f'cannot read checkpoint {path}: {" ".join(str(e).split())[:200]}') from None
-    if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
-        raise UserError(f'{path} is not a training checkpoint (no state_dict)')
-    return ckpt
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # run folder artefacts
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1184,7 +1223,10 @@ def _new_run_dir(base: Path, name: str) -> Path:
             i += 1
         _logger.warning(f'{d} already holds a run: writing to {base / f"{name}-{i}"} instead')
         d = base / f'{name}-{i}'
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # --output names a file, a read-only place, a full disk
+        raise UserError(f'cannot make the run folder {d}: {e.strerror or e} (--output {base})') from None
     return d
 
 
@@ -1307,8 +1349,11 @@ class StopRequest:
         self.signum: Optional[int] = None
         self.last_batch: Optional[int] = None  # the training batch after which the loop stopped
         self._old: Dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a loader worker (forked with this handler): the main process stops and tells
+            return
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
@@ -1346,7 +1391,10 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     """One pass over the training data: loss and top-1 of the training batches (as trained on).
 
     Distributed: one all-reduce per batch carries the loss, top-1 and any stop request, so every process sees the
-    global values, stops after the same batch, and a NaN on one process stops all of them."""
+    global values, stops after the same batch, and a NaN on one process stops all of them.
+
+    Also returns ``lr``, the mean learning rate of the epoch's updates (the rate used). An epoch without a single
+    batch is a UserError, never an epoch of zeros."""
     from timm import utils
     second_order = getattr(optimizer, 'is_second_order', False)
     losses_m, top1_m, time_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
@@ -1359,6 +1407,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     last_idx_to_accum = n - last_accum
     optimizer.zero_grad()
     t_update, samples = time.perf_counter(), 0
+    lr_sum, updates, batches = 0.0, 0, 0
     bar = _progress(loader, n, f'train {epoch}')
     for batch_idx, (input, target) in enumerate(bar):
         last_batch = batch_idx == n - 1
@@ -1406,6 +1455,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
                         utils.dispatch_clip_grad(model.parameters(), value=args.clip_grad, mode=args.clip_mode)
                     optimizer.step()
         bs = input.shape[0]
+        batches += 1
         losses_m.update(loss_value, bs)
         top1_m.update(acc1_value, bs)
         samples += bs * args.world_size
@@ -1421,6 +1471,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             now = time.perf_counter()
             time_m.update(now - t_update)
             lr = sum(g['lr'] for g in optimizer.param_groups) / len(optimizer.param_groups)
+            lr_sum, updates = lr_sum + lr, updates + 1
             if sys.stderr.isatty():
                 bar.set_postfix(loss=f'{losses_m.avg:.3f}', top1=f'{top1_m.avg:.1f}', lr=f'{lr:.2e}')
             elif args.rank == 0 and (update_idx % args.log_interval == 0 or last_batch):
@@ -1440,7 +1491,10 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             stop.check()
     if hasattr(optimizer, 'sync_lookahead'):
         optimizer.sync_lookahead()
-    return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg)])
+    if not batches:
+        raise UserError(f'epoch {epoch} had no training batch: the training data is empty or smaller than one batch '
+                        f'of {args.batch_size} (lower --batch-size)')
+    return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg), ('lr', lr_sum / max(updates, 1))])
 
 
 def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, *, prefetcher: bool = True,
@@ -1689,7 +1743,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     args = parse_args(argv)
     ckpt = None
     if args.resume:
-        ckpt = load_checkpoint_file(args.resume)
+        ckpt = read_training_checkpoint(Path(args.resume))
         args = parse_args(argv, resume_args=ckpt.get('args') if isinstance(ckpt.get('args'), dict) else None)
     for mod in args.device_modules or []:
         try:
@@ -1744,6 +1798,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     if eval_ds is not None and not isinstance(eval_ds, torch.utils.data.IterableDataset):
         eval_ds = SkipUnreadable(eval_ds, args.val_split, substitute=False)
     loader_train, loader_eval = build_loaders(args, data_config, device, train_ds, eval_ds, model_dtype or torch.float32)
+    _check_batches(loader_train, train_ds, args)
     pca = _build_pca(args, data_config) if not args.no_aug else None
 
     if not args.lr:
@@ -1761,11 +1816,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
 
     start_epoch = 0
     if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt['state_dict'])
-        except RuntimeError as e:
-            raise UserError(f'{args.resume} does not fit {args.model} with these options: '
-                            f'{" ".join(str(e).split())[:200]}') from None
+        load_into(model, ckpt['state_dict'], f'{args.model} with these options', args.resume)
         if not args.no_resume_opt and ckpt.get('optimizer') is not None:
             optimizer.load_state_dict(ckpt['optimizer'])
             if loss_scaler is not None and loss_scaler.state_dict_key in ckpt:
@@ -1786,8 +1837,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
 
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = _build_scheduler(args, optimizer, updates_per_epoch, loader_eval is not None)
-    if ckpt is not None and lr_scheduler is not None and ckpt.get('scheduler') is not None:
-        lr_scheduler.load_state_dict(ckpt['scheduler'])
+    _restore_scheduler(lr_scheduler, ckpt)
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     if lr_scheduler is not None and start_epoch > 0:
@@ -1796,6 +1846,10 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
         else:
             lr_scheduler.step(start_epoch)
     plateau_metric = _plateau_metric(args, loader_eval is not None) if args.sched == 'plateau' else None
+    if ckpt is not None and start_epoch >= num_epochs:
+        _logger.info(f'{args.resume}: the run is complete (epochs 0..{start_epoch - 1} trained, the schedule has '
+                     f'{num_epochs}); nothing to do. To train on, resume with --epochs N, N > {start_epoch}')
+        return 0
 
     # the run folder: made once everything that can refuse the options has accepted them
     if ckpt is not None:
@@ -1820,7 +1874,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
         if isinstance(ds, SkipUnreadable):
             ds.log_path = str(skip_log) if skip_log else None
 
-    eval_metric = args.eval_metric if loader_eval is not None else 'loss'
+    eval_metric = args.eval_metric  # without validation there is no metric: no model_best, no ranked history
     saver = RunSaver(run_dir, decreasing=eval_metric == 'loss', max_history=args.checkpoint_hist,
                      safetensors=args.safetensors)
     if ckpt is not None and isinstance(ckpt.get('saver'), dict):
@@ -1909,8 +1963,11 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                                           world_size=args.world_size, stop=stop, desc=f'eval {epoch}')
                     except _Interrupted:
                         _logger.warning('validation interrupted: this epoch is saved without validation metrics')
-            lrs = [g['lr'] for g in optimizer.param_groups]
-            metric = _metric_value(('val_' if eval_m is not None else 'train_') + eval_metric, train_m, eval_m)
+            lr_used = train_m.pop('lr')
+            if lr_used <= 0 and primary:
+                _logger.warning(f'WARNING: the learning rate was 0 throughout epoch {epoch} (--sched {args.sched}, '
+                                f'--epochs {args.epochs}, --min-lr {args.min_lr}): its updates did not move the weights')
+            metric = _metric_value('val_' + eval_metric, train_m, eval_m) if eval_m is not None else None
             if lr_scheduler is not None:
                 watched = _metric_value(plateau_metric, train_m, eval_m) if plateau_metric else metric
                 lr_scheduler.step(epoch + 1, watched)
@@ -1929,7 +1986,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                                     '0\'s: the replicas have diverged (checkpoints hold process 0\'s weights)')
             if primary:
                 summary = run_dir / 'summary.csv'
-                utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=sum(lrs) / len(lrs),
+                utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=lr_used,
                                      write_header=not summary.is_file() or summary.stat().st_size == 0)
                 is_best = saver.save(epoch, metric, state(epoch, metric, rng_ranks=rng_ranks),
                                      utils.get_state_dict(train_model), weights_meta(epoch))
@@ -1939,7 +1996,7 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                 ev = (f'val loss {eval_m["loss"]:.4f} top-1 {eval_m["top1"]:.2f} top-5 {eval_m["top5"]:.2f}'
                       if eval_m is not None else 'no validation')
                 _logger.info(f'epoch {epoch}: train loss {train_m["loss"]:.4f} top-1 {train_m["top1"]:.2f} | {ev} | '
-                             f'lr {sum(lrs) / len(lrs):.3g} | {time.perf_counter() - t0:.1f} s'
+                             f'lr {lr_used:.3g} | {time.perf_counter() - t0:.1f} s'
                              + (' | best' if is_best else '') + replicas)
                 if skipped_now > skipped_seen:
                     _logger.warning(f'skipped {skipped_now - skipped_seen} unreadable image(s) this epoch '
@@ -1956,9 +2013,12 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
             _logger.info(f'process {args.rank}: stopped by {name}')
         elif batch is not None:
             path = save_recovery(epoch, batch)
+            exact = (f' or --resume {saver.last} (exact, from the end of the last full epoch)'
+                     if saver.last.is_file() else '')
             _logger.warning(f'stopped by {name} in epoch {epoch} after batch {batch + 1}/{len(loader_train)}: saved '
-                            f'{path}. Resume with --resume {path} (repeats epoch {epoch} from these weights) or '
-                            f'--resume {saver.last} (exact, from the end of the last full epoch)')
+                            f'{path}. Resume with --resume {path} (repeats epoch {epoch} from these weights){exact}')
+        elif not saver.last.is_file():
+            _logger.warning(f'stopped by {name} in epoch {epoch} before any checkpoint was written: nothing to resume')
         else:
             _logger.warning(f'stopped by {name} after epoch {epoch}: {saver.last} is up to date; resume with '
                             f'--resume {saver.last}')
@@ -1979,6 +2039,30 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
     if total and primary:
         _logger.warning(f'{distinct} unreadable image(s) skipped {total} time(s) in all: see {skip_log}')
     return 0
+
+
+def _restore_scheduler(lr_scheduler: Any, ckpt: Optional[Dict[str, Any]]) -> None:
+    """On resume, the plateau schedule gets back what it observed (best metric, counters, decays). timm's schedules
+    are functions of the epoch and the options, so they are built from the options, as timm's train.py does: a resume
+    with a new --epochs follows the new length (loading their saved state would keep the old one, e.g. a finished
+    cosine at its minimum)."""
+    from .schedule import PlateauDecay
+    if ckpt is not None and isinstance(lr_scheduler, PlateauDecay) and isinstance(ckpt.get('scheduler'), dict):
+        lr_scheduler.load_state_dict(ckpt['scheduler'])
+
+
+def _check_batches(loader: Any, dataset: Any, args: argparse.Namespace) -> None:
+    """Refuse a training loader with no batch: the training loader drops the last partial batch, so a set smaller
+    than one batch would train nothing."""
+    try:
+        n = len(loader)
+    except TypeError:  # an iterable dataset of unknown length: train_one_epoch refuses an empty epoch
+        return
+    if n == 0:
+        size = len(dataset) if hasattr(dataset, '__len__') else 'too few'
+        per = f' per process ({args.world_size} processes)' if args.world_size > 1 else ''
+        raise UserError(f'the training split has {size} images, fewer than one batch of {args.batch_size}{per}, and '
+                        f'training drops the last partial batch: nothing would be trained; lower --batch-size')
 
 
 def _restore_rng(ckpt: Dict[str, Any], args: argparse.Namespace, start_epoch: int) -> None:
@@ -2090,6 +2174,10 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError('give --data-dir DIR (or --dataset torch/NAME, or --demo-data)')
     if vargs.data_dir and _folder_like(args.dataset) and not os.path.exists(vargs.data_dir):
         raise UserError(f'data folder {vargs.data_dir} not found')
+    if vargs.data_dir and _folder_like(args.dataset) and os.path.isdir(vargs.data_dir):
+        from .splits import find_split
+        if find_split(Path(vargs.data_dir), args.split) is None:
+            print(f'note: {vargs.data_dir} has no split folders: evaluating every image in it', file=sys.stderr)
     ds = _create_dataset(vargs, args.split, False, None, 'evaluation')
     cmap = {n: i for i, n in enumerate(class_names)} if class_names else None
     if cmap:
