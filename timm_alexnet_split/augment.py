@@ -252,9 +252,9 @@ def pca_stats_main(argv: List[str]) -> int:
     if args.max_images is not None and args.max_images < len(files):
         files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, args.max_images).round().astype(int))]
 
-    from tqdm import tqdm
+    from .progress import progress
     total, outer, n, used, skipped = np.zeros(3), np.zeros((3, 3)), 0, 0, []
-    for f in tqdm(files, desc='pca-stats', unit='img', dynamic_ncols=True, disable=None):
+    for f in progress(files, desc='pca-stats', unit='img'):
         try:
             px = _read_rgb(f, args.size)
         except Exception as e:  # any decoder failure (truncated, not an image, bomb...) skips the file
