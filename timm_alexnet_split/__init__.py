@@ -6,4 +6,5 @@
 from .lrn import TowerLRN, lrn
 from .model import AlexNetSplit, Tower, tower_widths
 from .version import __version__
+
 __all__ = ['AlexNetSplit', 'Tower', 'TowerLRN', 'lrn', 'tower_widths', '__version__']
