@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The pair that lies on this project's machines' disk; override elsewhere (e.g. TORCH_SPEC=torch).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench lint models gpu-check clean
+.PHONY: setup test test-fast demo bench lint models gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -q tests
 
+# everything but the tests marked slow (full-size models, training runs): a quick check while working
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow' tests
+
 demo: setup
 	$(VENV)/bin/timm-alexnet-split demo
 
@@ -28,7 +32,7 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 lint: setup
-	$(VENV)/bin/ruff check timm_alexnet_split tests
+	$(VENV)/bin/ruff check timm_alexnet_split timm_alexnet_split_cli.py tests
 
 models: setup
 	$(VENV)/bin/timm-alexnet-split models
