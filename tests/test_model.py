@@ -500,3 +500,20 @@ def test_fx_feature_extraction_through_timm():
     out = fx(_x(1, SMALL))
     assert out['c5'].shape[1] == 128 and out['fc6'].shape == (1, 16)
 
+
+# ---- the models command (issue 14, item 13) ---------------------------------------------------------------
+def test_models_command_prints_per_tower_widths_as_the_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from timm_alexnet_split.cli import models_main
+    assert models_main(['--img-size', '64', '--num-classes', '2']) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    assert len(lines) == len(VARIANTS)
+    for line in lines:
+        name, towers, widths = line.split()[:3]
+        row = re.search(rf'^\| {name} \| {towers} \| ([^|]+) \|', readme, flags=re.M)
+        assert row, f'{name} missing from the README table'
+        assert widths == row.group(1).replace(' ', ''), name
+    assert '32/86,85,85/128/128/86,85,85' in lines[2]
