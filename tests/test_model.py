@@ -387,3 +387,133 @@ def test_paper_init_at_lr_0_01_does_not_start():
     losses = _losses('paper', 0.01)
     assert losses[0] > math.log(2) + 0.3  # biases 1 on 0-255 inputs: large initial logits
     assert max(losses[1:]) > 5 * losses[0]
+
+
+# ---- pretrained weights: none built in, and the error says how to get them (issue 14, item 8) -------------
+@pytest.mark.parametrize('name', ['alexnet_split_2', 'alexnet_split_2.bvlc_in1k'])
+def test_pretrained_without_a_file_says_how_to_import_bvlc(name):
+    with pytest.raises(RuntimeError) as e:
+        timm.create_model(name, pretrained=True)
+    msg = str(e.value)
+    assert 'timm-alexnet-split import-onnx bvlcalexnet-12.onnx -o bvlc_alexnet.safetensors' in msg
+    assert "timm.create_model('alexnet_split_2.bvlc_in1k', pretrained=True, " \
+           "pretrained_cfg_overlay=dict(file='bvlc_alexnet.safetensors'))" in msg
+    assert 'docs/zoo.md' in msg and '\n' not in msg
+
+
+@pytest.mark.parametrize('name,kwargs', [('alexnet_split_3', {}), ('alexnet_split_2', dict(num_towers=4))])
+def test_pretrained_without_a_file_other_tower_counts(name, kwargs):
+    with pytest.raises(RuntimeError, match=r'pretrained_cfg_overlay=dict\(file=PATH\)') as e:
+        timm.create_model(name, pretrained=True, **kwargs)
+    assert 'import-onnx' in str(e.value) and 'two towers' in str(e.value)  # says why bvlc does not fit
+
+
+# ---- any tower count 1..96 (issue 14, item 11) -------------------------------------------------------------
+@pytest.mark.parametrize('n', [1, 4, 5, 96])
+def test_any_tower_count_builds_and_runs(n):
+    torch.manual_seed(0)
+    m = timm.create_model('alexnet_split_2', num_towers=n, num_classes=3, fc_width=16).eval()
+    assert m.num_towers == n and len(m.towers) == n
+    for layer, total in zip(['conv1', 'conv2', 'conv3', 'conv4', 'conv5'], [96, 256, 384, 384, 256]):
+        widths = [getattr(t, layer).out_channels for t in m.towers]
+        assert sum(widths) == total and max(widths) - min(widths) <= 1
+    assert all(t.conv3.in_channels == 256 for t in m.towers)
+    assert m.pretrained_cfg['first_conv'] == tuple(f'towers.{t}.conv1' for t in range(n))
+    with torch.no_grad():
+        assert m(_x(2, 64)).shape == (2, 3) and m(_x(1, MIN_INPUT_SIZE)).shape == (1, 3)
+
+
+@pytest.mark.parametrize('name', VARIANTS + ['alexnet_split_2.bvlc_in1k'])
+def test_num_towers_overrides_every_variant(name):
+    m = timm.create_model(name, num_towers=5, num_classes=2, fc_width=8)
+    assert len(m.towers) == 5
+    assert len(timm.create_model(name, fc_width=8).towers) == {'1': 1, '2': 2, '3': 3}[name.split('.')[0][-1]]
+
+
+@pytest.mark.parametrize('n', [0, -1, 97, 2.0, True, '4'])  # (timm drops None: the variant's own count)
+def test_tower_count_outside_1_to_96_is_a_value_error(n):
+    with pytest.raises(ValueError, match='num_towers must be an integer from 1 to 96'):
+        timm.create_model('alexnet_split_2', num_towers=n)
+
+
+@pytest.mark.parametrize('n', [1, 4, 5])
+def test_towers_stay_separate_at_other_counts(n):
+    torch.manual_seed(0)
+    model = timm.create_model('alexnet_split_2', num_towers=n, num_classes=3, init='caffe', fc_width=16)
+    assert_paper_connectivity(connectivity(model, _x(2, 64)), n)
+
+
+def test_five_tower_weights_load_with_in_chans_adapted(tmp_path):
+    """first_conv names every tower, so timm adapts all conv1s when in_chans differs from the file's."""
+    torch.manual_seed(0)
+    src = timm.create_model('alexnet_split_1', num_towers=5, num_classes=2, fc_width=8)
+    path = tmp_path / 'five.pth'
+    torch.save(src.state_dict(), path)
+    m = timm.create_model('alexnet_split_1', num_towers=5, num_classes=2, fc_width=8, in_chans=1, pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(path), num_classes=2))
+    for t, s in zip(m.towers, src.towers):
+        assert t.conv1.weight.shape[1] == 1
+        torch.testing.assert_close(t.conv1.weight[:, 0], s.conv1.weight.sum(1))
+
+
+# ---- tracing (issue 14, item 12): torch.jit.trace and torch.fx work; torch.jit.script does not (README) ----
+def test_jit_trace_matches_eager():
+    torch.manual_seed(0)
+    m = timm.create_model('alexnet_split_3', num_classes=3, fc_width=16).eval()
+    x = _x(2, SMALL)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        torch.testing.assert_close(traced(x), m(x))
+        torch.testing.assert_close(traced(_x(3, SMALL, seed=1)), m(_x(3, SMALL, seed=1)))
+
+
+def test_torch_export_matches_eager():
+    torch.manual_seed(0)
+    m = timm.create_model('alexnet_split_2', num_classes=3, fc_width=16).eval()
+    x = _x(2, SMALL)
+    exported = torch.export.export(m, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), m(x))
+
+
+@pytest.mark.parametrize('kwargs', [{}, dict(lrn_scope='all'), dict(num_towers=5, global_pool='avg')])
+def test_fx_symbolic_trace_matches_eager(kwargs):
+    torch.manual_seed(0)
+    m = timm.create_model('alexnet_split_2', num_classes=3, fc_width=16, **kwargs).eval()
+    gm = torch.fx.symbolic_trace(m)
+    for size in (SMALL, 99):  # 99 px: pool5 is not 6x6, the adaptive pool runs inside the traced graph
+        x = _x(2, size)
+        with torch.no_grad():
+            torch.testing.assert_close(gm(x), m(x))
+    with pytest.raises(ValueError, match='too small'):  # the input checks survive tracing
+        gm(_x(1, MIN_INPUT_SIZE - 1))
+    # and gradients flow through the traced graph (LRN's backward included)
+    gm.train()
+    gm(_x(2, SMALL)).sum().backward()
+    assert m.towers[0].conv1.weight.grad is not None
+
+
+def test_fx_feature_extraction_through_timm():
+    from timm.models import create_feature_extractor
+    m = timm.create_model('alexnet_split_2', num_classes=3, fc_width=16).eval()
+    fx = create_feature_extractor(m, return_nodes={'towers.0.conv5': 'c5', 'pre_logits.fc6': 'fc6'})
+    out = fx(_x(1, SMALL))
+    assert out['c5'].shape[1] == 128 and out['fc6'].shape == (1, 16)
+
+
+# ---- the models command (issue 14, item 13) ---------------------------------------------------------------
+def test_models_command_prints_per_tower_widths_as_the_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from timm_alexnet_split.cli import models_main
+    assert models_main(['--img-size', '64', '--num-classes', '2']) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    assert len(lines) == len(VARIANTS)
+    for line in lines:
+        name, towers, widths = line.split()[:3]
+        row = re.search(rf'^\| {name} \| {towers} \| ([^|]+) \|', readme, flags=re.M)
+        assert row, f'{name} missing from the README table'
+        assert widths == row.group(1).replace(' ', ''), name
+    assert '32/86,85,85/128/128/86,85,85' in lines[2]

@@ -97,11 +97,13 @@ def models_main(argv: List[str]) -> int:
         raise UserError(f'--img-size must be at least {MIN_INPUT_SIZE}')
     if args.num_classes < 0:
         raise UserError('--num-classes must be >= 0')
+    # per layer: one number when every tower has the same width, else each tower's (README: 86,85,85)
     print(f'{"model":<18}{"towers":>7}  {"conv1..conv5 per tower":<34}{"params":>13}{"GMACs":>8}')
     for name in timm.list_models('alexnet_split*'):
         model = timm.create_model(name, num_classes=args.num_classes)
         n = model.num_towers
-        widths = '/'.join(','.join(map(str, sorted(set(tower_widths(w, n)), reverse=True))) for w in PAPER_WIDTHS)
+        per_layer = [tower_widths(w, n) for w in PAPER_WIDTHS]
+        widths = '/'.join(str(ws[0]) if len(set(ws)) == 1 else ','.join(map(str, ws)) for ws in per_layer)
         params = sum(p.numel() for p in model.parameters())
         macs = count_macs(model, args.img_size)
         print(f'{name:<18}{n:>7}  {widths:<34}{params:>13,}{macs / 1e9:>8.3f}')

@@ -22,6 +22,7 @@ import warnings
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -151,6 +152,10 @@ def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
             'LRN', (x,), dict(size=size, alpha=alpha, beta=beta, bias=k),
             dtype=x.dtype, shape=x.shape, version=1)
     return _LRNFunction.apply(x.contiguous(), size, alpha, beta, k)
+
+
+# torch.fx records lrn as one call (an autograd.Function cannot be traced through): symbolic_trace of a model works
+torch.fx.wrap('lrn')
 
 
 def lrn_ops(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> torch.Tensor:

@@ -8,33 +8,71 @@ a width the first towers take one channel more, so the totals (and the FLOPs) st
 """
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from timm.models._registry import generate_default_cfgs
 from torch.utils.checkpoint import checkpoint
 
 from .lrn import TowerLRN
 
-__all__ = ['AlexNetSplit', 'Tower', 'tower_widths', 'PAPER_WIDTHS', 'MIN_INPUT_SIZE']
+__all__ = ['AlexNetSplit', 'Tower', 'tower_widths', 'check_num_towers', 'PAPER_WIDTHS', 'MIN_INPUT_SIZE', 'MAX_TOWERS']
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 PAPER_FC = 4096
 POOL_SIZE = 6
 MIN_INPUT_SIZE = 63  # smallest square input that still leaves a 1x1 map after pool5 (224 is the paper's)
 INIT_MODES = ('paper', 'caffe')
+MAX_TOWERS = PAPER_WIDTHS[0]  # conv1's 96 kernels: one per tower at most
+
+
+def check_num_towers(num_towers: Any) -> int:
+    """``num_towers`` as an int from 1 to 96, else a ValueError (bool, float, str and None included)."""
+    try:
+        n = None if isinstance(num_towers, bool) else operator.index(num_towers)
+    except TypeError:
+        n = None
+    if n is None or not 1 <= n <= MAX_TOWERS:
+        raise ValueError(f'num_towers must be an integer from 1 to {MAX_TOWERS} (conv1 has {MAX_TOWERS} kernels), '
+                         f'got {num_towers!r}')
+    return n
 
 
 def tower_widths(total: int, num_towers: int) -> List[int]:
     """Split ``total`` channels over ``num_towers``; the first ``total % N`` towers take one more."""
     base, extra = divmod(total, num_towers)
     return [base + (1 if t < extra else 0) for t in range(num_towers)]
+
+
+def _checked_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """``x`` unchanged, after checking it is (N, in_chans, H, W) with H, W >= MIN_INPUT_SIZE; else a ValueError."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f'expected input of shape (N, {in_chans}, H, W), got {tuple(x.shape)}')
+    if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+        raise ValueError(f'input {tuple(x.shape[-2:])} is too small: AlexNetSplit needs at least '
+                         f'{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (224x224 in the paper)')
+    return x
+
+
+def _pool_to_fc6_size(x: torch.Tensor) -> torch.Tensor:
+    """pool5's maps as fc6 expects them, 6x6: adaptive average pooling for inputs other than 224 (see README)."""
+    if x.shape[-2:] != (POOL_SIZE, POOL_SIZE):
+        x = F.adaptive_avg_pool2d(x, POOL_SIZE)
+    return x
+
+
+# torch.fx records these two as calls (they branch on shapes), so symbolic_trace works and the traced graph
+# still checks its input and pools any size
+torch.fx.wrap('_checked_input')
+torch.fx.wrap('_pool_to_fc6_size')
 
 
 class Tower(nn.Module):
@@ -119,8 +157,7 @@ class AlexNetSplit(nn.Module):
             fc_width: int = PAPER_FC,
     ) -> None:
         super().__init__()
-        if not isinstance(num_towers, int) or not 1 <= num_towers <= PAPER_WIDTHS[0]:
-            raise ValueError(f'num_towers must be an integer from 1 to {PAPER_WIDTHS[0]}, got {num_towers!r}')
+        num_towers = check_num_towers(num_towers)
         if num_classes < 0:
             raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
         if in_chans < 1:
@@ -234,7 +271,12 @@ class AlexNetSplit(nn.Module):
             return [getattr(t, f'norm{idx}')(y) for t, y in zip(self.towers, ys)]
         dev = ys[0].device
         z = getattr(self, f'norm{idx}_all')(torch.cat([y.to(dev) for y in ys], 1))
-        return [c.to(t.device) for t, c in zip(self.towers, torch.split(z, [y.shape[1] for y in ys], 1))]
+        out, start = [], 0
+        for t in self.towers:  # slices of static widths, so torch.fx can trace this too
+            width = getattr(t, f'conv{idx}').out_channels
+            out.append(z[:, start:start + width].to(t.device))
+            start += width
+        return out
 
     def _stage_fns(self):
         """The network as five stages; each maps a list (one tensor per tower) to a list."""
@@ -264,24 +306,14 @@ class AlexNetSplit(nn.Module):
             return list(checkpoint(lambda *a: tuple(fn(list(a))), *ys, use_reentrant=False))
         return fn(ys)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'expected input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f'input {tuple(x.shape[-2:])} is too small: AlexNetSplit needs at least '
-                             f'{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (224x224 in the paper)')
-
     def _head_in(self, ys: List[torch.Tensor]) -> torch.Tensor:
         """pool5 per tower, then the towers' maps concatenated on the head's device (fc6's input)."""
         dev = self.pre_logits.fc6.weight.device
-        x = torch.cat([t.pool5(y).to(dev, non_blocking=True) for t, y in zip(self.towers, ys)], 1)
-        if x.shape[-2:] != (POOL_SIZE, POOL_SIZE):
-            x = F.adaptive_avg_pool2d(x, POOL_SIZE)  # inputs other than 224: see README
-        return x
+        return _pool_to_fc6_size(torch.cat([t.pool5(y).to(dev, non_blocking=True) for t, y in zip(self.towers, ys)], 1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1..pool5 of every tower, concatenated: (N, 256, 6, 6)."""
-        self._check_input(x)
+        x = _checked_input(x, self.in_chans)
         ys = [x.to(t.device, non_blocking=True) for t in self.towers]
         for fn in self._stage_fns():
             ys = self._run_stage(fn, ys)
@@ -316,7 +348,7 @@ class AlexNetSplit(nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError("output_fmt must be 'NCHW'")
-        self._check_input(x)
+        x = _checked_input(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         stages = self._stage_fns()
         if stop_early:
@@ -347,15 +379,54 @@ class AlexNetSplit(nn.Module):
         return take_indices
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> AlexNetSplit:
+def _create(variant: str, pretrained: bool, default_towers: int, **kwargs: Any) -> AlexNetSplit:
+    """build_model_with_cfg for a registered variant; ``num_towers`` in kwargs (1..96) overrides the name's count."""
+    num_towers = check_num_towers(kwargs.pop('num_towers', default_towers))
+    if num_towers != default_towers:  # timm adapts every tower's conv1 for other in_chans: name them all
+        kwargs['pretrained_cfg_overlay'] = {'first_conv': _first_conv(num_towers), **(kwargs.get('pretrained_cfg_overlay') or {})}
+    if pretrained:
+        _require_weight_source(variant, num_towers, kwargs)
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
     return build_model_with_cfg(
         AlexNetSplit,
         variant,
         pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
+        num_towers=num_towers,
         **kwargs,
     )
+
+
+def _first_conv(num_towers: int) -> Tuple[str, ...]:
+    return tuple(f'towers.{t}.conv1' for t in range(num_towers))
+
+
+BVLC_IMPORT = ("Caffe's ImageNet-trained bvlc_alexnet: get bvlcalexnet-12.onnx from the ONNX Model Zoo "
+               "(validated/vision/classification/alexnet/model/, see docs/zoo.md), run "
+               "`timm-alexnet-split import-onnx bvlcalexnet-12.onnx -o bvlc_alexnet.safetensors`, then "
+               "timm.create_model('alexnet_split_2.bvlc_in1k', pretrained=True, "
+               "pretrained_cfg_overlay=dict(file='bvlc_alexnet.safetensors'))")
+OWN_WEIGHTS = ('weights of your own (.pth or .safetensors, e.g. a run\'s model_best.safetensors): '
+               'pretrained_cfg_overlay=dict(file=PATH), or checkpoint_path=PATH for a training checkpoint '
+               '(train: --pretrained-path PATH)')
+
+
+def _require_weight_source(variant: str, num_towers: int, kwargs: Dict[str, Any]) -> None:
+    """Raise timm's RuntimeError, saying how to get weights, when ``pretrained=True`` has nothing to load.
+
+    This package downloads nothing: its pretrained_cfgs name no url or hub id, so weights come from a file
+    (pretrained_cfg_overlay=dict(file=...)) or a state_dict. Any source timm knows is left to timm."""
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    if any(getattr(cfg, k, None) for k in ('file', 'state_dict', 'url', 'hf_hub_id')) or cfg.source == 'local-dir':
+        return
+    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    if num_towers == 2:
+        how = f'{BVLC_IMPORT}; {OWN_WEIGHTS}'
+    else:
+        how = (f'{OWN_WEIGHTS} (the one trained AlexNet that import-onnx reads, Caffe\'s bvlc_alexnet, has two '
+               f'towers: alexnet_split_2.bvlc_in1k, see docs/zoo.md)')
+    towers = f'{num_towers} tower' + ('s' if num_towers > 1 else '')
+    raise RuntimeError(f'No pretrained weights exist for {name} ({towers}): this package downloads none. Load {how}.')
 
 
 def _cfg(num_towers: int, **kwargs: Any) -> Dict[str, Any]:
@@ -365,7 +436,7 @@ def _cfg(num_towers: int, **kwargs: Any) -> Dict[str, Any]:
         'crop_pct': 224 / 256, 'interpolation': 'bilinear',
         # the paper: subtract the mean pixel, keep the 0-255 scale -> timm's (x / 255 - mean) / std
         'mean': IMAGENET_DEFAULT_MEAN, 'std': (1 / 255, 1 / 255, 1 / 255),
-        'first_conv': tuple(f'towers.{t}.conv1' for t in range(num_towers)),
+        'first_conv': _first_conv(num_towers),
         'classifier': 'fc8',
         'license': 'apache-2.0',
         'paper_ids': 'NIPS 2012: ImageNet Classification with Deep Convolutional Neural Networks',
@@ -406,17 +477,23 @@ def _tagged_args(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
 
 @register_model
 def alexnet_split_1(pretrained: bool = False, **kwargs: Any) -> AlexNetSplit:
-    """AlexNet in one tower: the paper's one-GPU comparison network (same widths, no split)."""
-    return _create('alexnet_split_1', pretrained, **dict(num_towers=1, **_tagged_args('alexnet_split_1', kwargs)))
+    """AlexNet in one tower: the paper's one-GPU comparison network (same widths, no split).
+
+    ``num_towers=N`` (1 to 96) builds N towers instead, with the same widths shared out."""
+    return _create('alexnet_split_1', pretrained, 1, **_tagged_args('alexnet_split_1', kwargs))
 
 
 @register_model
 def alexnet_split_2(pretrained: bool = False, **kwargs: Any) -> AlexNetSplit:
-    """AlexNet in two towers, as trained on two GPUs in the paper."""
-    return _create('alexnet_split_2', pretrained, **dict(num_towers=2, **_tagged_args('alexnet_split_2', kwargs)))
+    """AlexNet in two towers, as trained on two GPUs in the paper.
+
+    ``num_towers=N`` (1 to 96) builds N towers instead, with the same widths shared out."""
+    return _create('alexnet_split_2', pretrained, 2, **_tagged_args('alexnet_split_2', kwargs))
 
 
 @register_model
 def alexnet_split_3(pretrained: bool = False, **kwargs: Any) -> AlexNetSplit:
-    """AlexNet in three towers (conv2/conv5 widths 86, 85, 85)."""
-    return _create('alexnet_split_3', pretrained, **dict(num_towers=3, **_tagged_args('alexnet_split_3', kwargs)))
+    """AlexNet in three towers (conv2/conv5 widths 86, 85, 85).
+
+    ``num_towers=N`` (1 to 96) builds N towers instead, with the same widths shared out."""
+    return _create('alexnet_split_3', pretrained, 3, **_tagged_args('alexnet_split_3', kwargs))
