@@ -217,9 +217,18 @@ def test_state_dict_kwargs_rebuild_a_narrow_head():
     from timm_alexnet_split.checkpoint import state_dict_kwargs
     sd = timm.create_model('alexnet_split_2', num_classes=5, fc_width=64, global_pool='avg').state_dict()
     kw = state_dict_kwargs(sd)
-    assert kw == {'num_classes': 5, 'global_pool': 'avg', 'fc_width': 64}
+    assert kw == {'num_towers': 2, 'num_classes': 5, 'global_pool': 'avg', 'fc_width': 64}
     timm.create_model('alexnet_split_2', **kw).load_state_dict(sd)
     assert 'fc_width' not in state_dict_kwargs(timm.create_model('alexnet_split_2').state_dict())
+
+
+@pytest.mark.parametrize('towers', [1, 3, 5])
+def test_state_dict_kwargs_count_the_towers(towers):
+    from timm_alexnet_split.checkpoint import load_into, state_dict_kwargs
+    sd = timm.create_model('alexnet_split_2', num_towers=towers, fc_width=16, num_classes=4).state_dict()
+    kw = state_dict_kwargs(sd)
+    assert kw['num_towers'] == towers
+    load_into(timm.create_model('alexnet_split_2', **kw), sd)  # a plain state_dict rebuilds its own model
 
 
 def test_too_small_input_is_a_clear_error(models):

@@ -183,8 +183,9 @@ def state_dict_num_classes(sd: Dict[str, torch.Tensor]) -> Optional[int]:
 
 
 def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
-    """Model options an AlexNetSplit state_dict fixes by its shapes: num_classes (fc8), global_pool (fc6's input),
-    fc_width (fc6's output) and in_chans (conv1's input) where they are not the defaults."""
+    """Model options an AlexNetSplit state_dict fixes by its keys and shapes: num_towers (towers.N), num_classes (fc8),
+    global_pool (fc6's input), and fc_width (fc6's output) and in_chans (conv1's input) where they are not the
+    defaults."""
     from .model import PAPER_FC, PAPER_WIDTHS
     out: Dict[str, Any] = {}
     num_classes = state_dict_num_classes(sd)
@@ -195,6 +196,9 @@ def state_dict_kwargs(sd: Dict[str, torch.Tensor]) -> Dict[str, Any]:
         out['global_pool'] = 'avg' if fc6.shape[1] == PAPER_WIDTHS[-1] else ''
         if fc6.shape[0] != PAPER_FC:
             out['fc_width'] = int(fc6.shape[0])
+    towers = {k.split('.')[1] for k in sd if k.startswith('towers.') and k.endswith('.conv1.weight')}
+    if towers:
+        out['num_towers'] = len(towers)
     conv1 = sd.get('towers.0.conv1.weight')
     if conv1 is not None and conv1.dim() == 4 and conv1.shape[1] != 3:
         out['in_chans'] = int(conv1.shape[1])
