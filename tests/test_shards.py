@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -296,3 +297,18 @@ def test_tar_members_have_fixed_metadata(made):
     _, out = made
     with tarfile.open(next(out.rglob('*.tar'))) as tar:
         assert {(m.mtime, m.uid, m.uname) for m in tar} == {(0, 0, '')}
+
+
+def test_bench_data_prints_per_core_figures_and_the_ratio_last(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert cli.main(['bench', '--data', '--data-images', '12', '--rounds', '1', '--json', str(out),
+                     '--data-dir', str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r'shards vs full-size folder, per core: \d+\.\d\dx', lines[-1]), lines[-1]
+    rows = {ln[:36].strip(): ln[36:].split() for ln in lines if ln.startswith('  ') and ln.strip()[0].isalnum()}
+    assert set(rows) >= {'full-size folder', 'full-size folder, draft decoding', '256-px shards'}
+    assert rows['full-size folder'][-1] == '1.00x'
+    result = json.loads(out.read_text())
+    assert f'{result["shards_vs_folder_per_core"]:.2f}x' == lines[-1].rsplit(' ', 1)[1]
+    assert 90 < result['jpeg_kb'] < 130 and result['shard_kb'] < result['jpeg_kb']  # ImageNet-like file sizes
+    assert [p.name for p in tmp_path.iterdir()] == ['bench.json']  # the generated images are gone
