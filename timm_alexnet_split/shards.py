@@ -484,15 +484,17 @@ def even_split_note(entry: Dict[str, object], processes: int, workers: int, batc
     ceil(N / readers) rounded up to a whole batch: readers whose shards hold fewer repeat some of theirs."""
     lengths = [int(n) for n in entry['shard_lengths']]  # type: ignore[union-attr]
     readers = max(1, processes) * max(1, workers)
-    if len(lengths) % readers:
-        return f'{len(lengths)} shards do not divide among {readers} readers (processes x workers)'
     per = [sum(lengths[i::readers]) for i in range(readers)]
     want = -(-sum(lengths) // readers)
     want = -(-want // batch_size) * batch_size
-    if any(p != want for p in per):
-        return (f'the readers\' shards hold {min(per)}-{max(per)} samples but each yields {want} '
-                f'(a whole number of batches of {batch_size})')
-    return None
+    if all(p == want for p in per):
+        return None
+    why = (f'{len(lengths)} shards do not divide among {readers} readers (processes x workers)' if len(lengths) % readers
+           else f'the {readers} readers\' shards hold {min(per)}-{max(per)} samples')
+    twice, missed = sum(max(0, want - p) for p in per), sum(max(0, p - want) for p in per)
+    return (f'{why}, but each yields {want} (whole batches of {batch_size}): of the {sum(lengths)} training samples '
+            f'about {twice} ({100 * twice / max(sum(lengths), 1):.1f}%) are seen twice per epoch'
+            + (f' and {missed} not at all' if missed else ''))
 
 
 class ShardBytes(torch.utils.data.IterableDataset):

@@ -853,8 +853,7 @@ def _iterable_train_loader(args: argparse.Namespace, train_ds: Any, loader: Any)
     from .shards import EpochLoader, wds_epoch_note
     note = wds_epoch_note(train_ds, args.world_size if args.distributed else 1, args.workers, args.batch_size)
     if note:
-        _logger.warning(f'WARNING: {note}: timm\'s wds reader repeats some training samples each epoch to keep '
-                        'the batches equal (docs/data.md: shards that divide evenly)')
+        _logger.warning(f'WARNING: timm\'s wds reader: {note} (docs/data.md: "Each sample once per epoch")')
     return EpochLoader(loader)
 
 
