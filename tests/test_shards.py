@@ -129,7 +129,8 @@ def test_bad_input_ends_in_one_line(made, tmp_path, capsys):
     cases = [(tmp_path / 'missing', tmp_path / 'o1', 'not found'),
              (tmp_path / 'empty', tmp_path / 'o2', 'no train/'),
              (src, user, 'not empty'),
-             (src, user / 'notes.txt', 'not a folder')]
+             (src, user / 'notes.txt', 'not a folder'),
+             (src, user / 'notes.txt' / 'out', 'cannot write')]  # unwritable, even for root
     for source, dest, words in cases:
         capsys.readouterr()
         assert prepare(source, dest) == 2
@@ -312,3 +313,49 @@ def test_bench_data_prints_per_core_figures_and_the_ratio_last(tmp_path, capsys)
     assert f'{result["shards_vs_folder_per_core"]:.2f}x' == lines[-1].rsplit(' ', 1)[1]
     assert 90 < result['jpeg_kb'] < 130 and result['shard_kb'] < result['jpeg_kb']  # ImageNet-like file sizes
     assert [p.name for p in tmp_path.iterdir()] == ['bench.json']  # the generated images are gone
+
+
+RANKS_SCRIPT = '''
+import json, sys
+import torch, torch.distributed as dist
+dist.init_process_group('gloo')
+from timm_alexnet_split import decode, shards, train
+out, rank, world = sys.argv[1], dist.get_rank(), dist.get_world_size()
+args = train.parse_args(['--dataset', 'wds/x', '--data-dir', out, '--paper-crop', '--color-jitter', '0', '-b', '2',
+                         '--workers', '1', '--no-prefetcher', '--hflip', '0', '--val-split', ''])
+args.distributed, args.world_size, args.rank, args.prefetcher = True, world, rank, False
+ds, _, _ = train.build_datasets(args)
+cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3, 'std': (1 / 255,) * 3}
+loader, _ = train.build_loaders(args, cfg, torch.device('cpu'), ds, None, torch.float32)
+timm_means = [v for x, _ in loader for v in x.mean((1, 2, 3)).tolist()]
+sb = shards.ShardBytes(out, shards.check_split(out, 'train'), 2, True, 1, rank=rank, world=world)
+byte_means = []
+for data, _ in sb:
+    images, _ = decode.decode_batch(data, torch.device('cpu'))
+    byte_means += [img.float().mean().item() for img in images]
+print('RESULT ' + json.dumps({'rank': rank, 'timm': timm_means, 'bytes': byte_means, 'len': [len(loader), len(sb)]}))
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_shards_each_sample_once(even, tmp_path):
+    """torchrun, 2 processes x 1 loader worker: timm's reader and ShardBytes give each rank its own shards."""
+    import subprocess
+    import sys
+    out, levels = even
+    script = tmp_path / 'ranks.py'
+    script.write_text(RANKS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_PORT')}
+    env['OMP_NUM_THREADS'] = '1'
+    if Path('/sys/class/net/lo').exists():
+        env['GLOO_SOCKET_IFNAME'] = 'lo'  # loopback only
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+                        str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    results = [json.loads(ln.split('RESULT ', 1)[1]) for ln in r.stdout.splitlines() if 'RESULT ' in ln]
+    assert sorted(x['rank'] for x in results) == [0, 1]
+    for key in ('timm', 'bytes'):
+        ids = [[int(np.abs(levels - v).argmin()) for v in x[key]] for x in results]
+        assert [len(i) for i in ids] == [8, 8], key
+        assert sorted(ids[0] + ids[1]) == list(range(16)), (key, ids)
+    assert all(x['len'] == [4, 4] for x in results)
