@@ -180,6 +180,11 @@ def test_timm_reader_over_our_shards_in_our_trainer(made, tmp_path, capsys):
     assert 'num_classes 3' in err and 'validating on the training images' not in err
     rows = (run / 'summary.csv').read_text().splitlines()
     assert len(rows) == 2 and 'eval_top1' in rows[0]
+    for extra in ([], ['--ten-crop']):
+        assert cli.main(['validate', '--checkpoint', str(run / 'model_best.pth.tar'), '--dataset', 'wds/shards',
+                         '--data-dir', str(out), '--workers', '2', *extra]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result['images'] == 6 and result['skipped_unreadable'] == 0 and result['top1'] >= 0
     args = _args(out, '-b', '4', '--workers', '0')
     train_ds, eval_ds, names = train.build_datasets(args)
     assert names == list(CLASSES) and len(train_ds) == 24

@@ -795,6 +795,8 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
     from timm.data import create_loader
     from timm.data.loader import fast_collate
     c, h, w = data_config['input_size']
+    if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
+        ds = ds.dataset  # no random access to skip by: timm's wds reader skips unreadable samples itself
     iterable = isinstance(ds, torch.utils.data.IterableDataset)  # timm's wds reader shares itself out by rank
     if ten_crop:
         from timm.data.distributed_sampler import OrderedDistributedSampler
