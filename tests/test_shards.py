@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_alexnet_split import cli, shards, train
+from timm_alexnet_split import cli, decode, shards, train
 from timm_alexnet_split.errors import UserError
 
 CLASSES = ('ant', 'bee', 'cow')
@@ -261,7 +261,7 @@ def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
     cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3,
            'std': (1 / 255,) * 3}  # 0-255 pixels out
     ev = train._create_dataset(args, 'validation', False, None, 'validation')
-    loader, loader_eval = train.device_decode_loaders(args, cfg, torch.device('cpu'), ev, torch.float32)
+    loader, loader_eval = decode.device_decode_loaders(args, cfg, torch.device('cpu'), ev, torch.float32)
     assert len(loader) == 4
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
@@ -280,13 +280,13 @@ def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
 def test_gpu_decode_without_cuda_says_so_in_one_line_and_refuses_what_it_cannot_do(even, caplog):
     out, _ = even
     args = _args(out, '--decode', 'gpu')
-    with caplog.at_level('WARNING', logger='timm_alexnet_split.train'):
-        assert train._decode_mode(args, torch.device('cpu')) == 'cpu'
+    with caplog.at_level('WARNING', logger='timm_alexnet_split.decode'):
+        assert decode.decode_mode(args, torch.device('cpu')) == 'cpu'
     assert [r.getMessage() for r in caplog.records if 'no CUDA' in r.getMessage()]
     with pytest.raises(UserError, match='--paper-crop'):
-        train._decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu']), torch.device('cpu'))
+        decode.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu']), torch.device('cpu'))
     with pytest.raises(UserError, match='--color-jitter'):
-        train._decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu', '--paper-crop']),
+        decode.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu', '--paper-crop']),
                            torch.device('cpu'))
 
 

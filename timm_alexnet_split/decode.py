@@ -184,16 +184,67 @@ def draft_target(data_config: Dict[str, Any]) -> int:
     return int(math.floor(max(data_config['input_size'][1:]) / data_config['crop_pct']))
 
 
-def use_draft(loader: Any, target: int) -> None:
-    """Make a folder loader's dataset hand file bytes to a DraftDecode put first in its transform."""
-    ds = loader.dataset
-    inner = getattr(ds, 'dataset', ds)  # under SkipUnreadable
+def draft_bytes(ds: Any) -> Any:
+    """Make a folder dataset (under SkipUnreadable or not) hand out file bytes; returns the inner dataset."""
+    inner = getattr(ds, 'dataset', ds)
     if not hasattr(inner, 'load_bytes'):
         from .errors import UserError
         raise UserError('--decode draft needs an image folder dataset (--dataset "" or folder/...)')
     inner.load_bytes = True
+    return inner
+
+
+def use_draft(loader: Any, target: int) -> None:
+    """Make a folder loader's dataset hand file bytes to a DraftDecode put first in its transform."""
+    inner = draft_bytes(loader.dataset)
     steps = getattr(inner.transform, 'transforms', None)
     if steps is None:
         from .errors import UserError
         raise UserError('--decode draft: the loader has no transform list to put the decoder in')
     steps.insert(0, DraftDecode(target, inner.input_img_mode or 'RGB'))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the trainer's --decode option
+# ---------------------------------------------------------------------------------------------------------------------
+def decode_mode(args: Any, device: torch.device, logger: logging.Logger = _logger) -> str:
+    """``--decode`` after its checks: gpu without CUDA falls back to cpu, saying so in one line."""
+    from .errors import UserError
+    decode = getattr(args, 'decode', 'cpu')
+    if decode == 'draft' and not (args.paper_crop or args.no_aug):
+        raise UserError("--decode draft needs --paper-crop (or --no-aug): timm's random-resized crop may zoom in "
+                        'further than a reduced decode keeps')
+    if decode == 'gpu':
+        problems = gpu_decode_problems(args)
+        if problems:
+            raise UserError(problems[0])
+        if device.type != 'cuda':
+            logger.warning(f'--decode gpu: no CUDA device ({device}); decoding on the CPU in the loader workers')
+            return 'cpu'
+    return decode
+
+
+def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.device, eval_ds: Optional[Any],
+                          img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
+    """``--decode gpu``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
+    from .shards import ShardBytes, check_split
+    from .train import eval_loader
+    world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
+    train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
+                             args.workers, args.seed, rank, world)
+    if train_bytes.dropped:
+        logger.warning(f'--decode gpu: {train_bytes.dropped} training samples per epoch left out to keep whole, '
+                       'equal batches on every reader')
+    hflip = 0.0 if args.no_aug else args.hflip
+    loader_train = device_loader(train_bytes, device, data_config, True, args.workers, hflip, img_dtype, args.pin_mem)
+    loader_eval = None
+    eval_batch = args.validation_batch_size or args.batch_size
+    if eval_ds is not None and (args.ten_crop or args.distributed):  # ten crops, evaluation shared by rank: timm's
+        loader_eval = eval_loader(eval_ds, data_config, eval_batch, args.workers, device, ten_crop=args.ten_crop,
+                                  prefetcher=args.prefetcher, distributed=args.distributed, pin_memory=args.pin_mem,
+                                  img_dtype=img_dtype)
+    elif eval_ds is not None:
+        eval_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.val_split), eval_batch, False,
+                                args.workers)
+        loader_eval = device_loader(eval_bytes, device, data_config, False, args.workers, 0.0, img_dtype, args.pin_mem)
+    return loader_train, loader_eval

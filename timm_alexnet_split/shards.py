@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -27,7 +28,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -637,6 +638,15 @@ class EpochLoader:
         if name == 'loader':
             raise AttributeError(name)
         return getattr(self.loader, name)
+
+
+def wds_train_loader(args: Any, train_ds: Any, loader: Any, logger: logging.Logger) -> EpochLoader:
+    """timm's wds training loader with the epoch passed on, and a warning when an epoch will not show each sample
+    exactly once (even_split_note)."""
+    note = wds_epoch_note(train_ds, args.world_size if args.distributed else 1, args.workers, args.batch_size)
+    if note:
+        logger.warning(f'WARNING: timm\'s wds reader: {note} (docs/data.md: "Each sample once per epoch")')
+    return EpochLoader(loader)
 
 
 def wds_epoch_note(ds: object, processes: int, workers: int, batch_size: int) -> Optional[str]:

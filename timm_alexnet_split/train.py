@@ -750,9 +750,11 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
     """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked.
     ``--decode gpu``: shard bytes decoded on the device (decode.py); ``--decode draft``: PIL draft mode."""
     from timm.data import create_loader
-    decode = _decode_mode(args, device)
+
+    from .decode import decode_mode, device_decode_loaders
+    decode = decode_mode(args, device, _logger)
     if decode == 'gpu':
-        return device_decode_loaders(args, data_config, device, eval_ds, img_dtype)
+        return device_decode_loaders(args, data_config, device, eval_ds, img_dtype, _logger)
     common = dict(mean=data_config['mean'], std=data_config['std'], pin_memory=args.pin_mem, img_dtype=img_dtype,
                   device=device, distributed=args.distributed, use_prefetcher=args.prefetcher)
     train_interpolation = args.train_interpolation
@@ -776,7 +778,8 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         from .decode import draft_target, use_draft
         use_draft(loader_train, draft_target(data_config))
     if isinstance(train_ds, torch.utils.data.IterableDataset):
-        loader_train = _iterable_train_loader(args, train_ds, loader_train)
+        from .shards import wds_train_loader
+        loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
     loader_eval = None
     if eval_ds is not None:
         loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size, args.workers,
@@ -802,10 +805,10 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
         from timm.data.distributed_sampler import OrderedDistributedSampler
         from torchvision import transforms
 
-        from .decode import DraftDecode, draft_target
+        from .decode import DraftDecode, draft_bytes, draft_target
         ds.transform = TenCrop((h, w), data_config['crop_pct'], data_config['interpolation'])
         if draft:
-            _draft_bytes(ds)
+            draft_bytes(ds)
             ds.transform = transforms.Compose([DraftDecode(draft_target(data_config)), ds.transform])
         sampler = OrderedDistributedSampler(ds) if distributed and not iterable else None
         collate = SkipNoneCollate(torch.utils.data.default_collate, (10, c, h, w))
@@ -823,67 +826,6 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
         from .decode import draft_target, use_draft
         use_draft(loader, draft_target(data_config))
     return loader
-
-
-def _draft_bytes(ds: Any) -> None:
-    inner = getattr(ds, 'dataset', ds)
-    if not hasattr(inner, 'load_bytes'):
-        raise UserError('--decode draft needs an image folder dataset (--dataset "" or folder/...)')
-    inner.load_bytes = True
-
-
-def _decode_mode(args: argparse.Namespace, device: torch.device) -> str:
-    """``--decode`` after its checks: gpu without CUDA falls back to cpu, saying so in one line."""
-    decode = getattr(args, 'decode', 'cpu')
-    if decode == 'draft' and not (args.paper_crop or args.no_aug):
-        raise UserError("--decode draft needs --paper-crop (or --no-aug): timm's random-resized crop may zoom in "
-                        'further than a reduced decode keeps')
-    if decode == 'gpu':
-        from .decode import gpu_decode_problems
-        problems = gpu_decode_problems(args)
-        if problems:
-            raise UserError(problems[0])
-        if device.type != 'cuda':
-            _logger.warning(f'--decode gpu: no CUDA device ({device}); decoding on the CPU in the loader workers')
-            return 'cpu'
-    return decode
-
-
-def _iterable_train_loader(args: argparse.Namespace, train_ds: Any, loader: Any) -> Any:
-    """timm's wds training loader with the epoch passed on, and a warning when an epoch will not show each sample
-    exactly once (see shards.even_split_note)."""
-    from .shards import EpochLoader, wds_epoch_note
-    note = wds_epoch_note(train_ds, args.world_size if args.distributed else 1, args.workers, args.batch_size)
-    if note:
-        _logger.warning(f'WARNING: timm\'s wds reader: {note} (docs/data.md: "Each sample once per epoch")')
-    return EpochLoader(loader)
-
-
-def device_decode_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device: torch.device,
-                          eval_ds: Optional[Any], img_dtype: torch.dtype) -> Tuple[Any, Optional[Any]]:
-    """``--decode gpu``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
-    from .decode import device_loader
-    from .shards import ShardBytes, check_split
-    world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
-    train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
-                             args.workers, args.seed, rank, world)
-    if train_bytes.dropped:
-        _logger.warning(f'--decode gpu: {train_bytes.dropped} training samples per epoch left out to keep whole, '
-                        'equal batches on every reader')
-    hflip = 0.0 if args.no_aug else args.hflip
-    loader_train = device_loader(train_bytes, device, data_config, True, args.workers, hflip, img_dtype, args.pin_mem)
-    loader_eval = None
-    if eval_ds is not None:
-        if args.ten_crop or args.distributed:  # ten crops, and evaluation shared out by rank: timm's CPU loader
-            loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size,
-                                      args.workers, device, ten_crop=args.ten_crop, prefetcher=args.prefetcher,
-                                      distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype)
-        else:
-            eval_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.val_split),
-                                    args.validation_batch_size or args.batch_size, False, args.workers)
-            loader_eval = device_loader(eval_bytes, device, data_config, False, args.workers, 0.0, img_dtype,
-                                        args.pin_mem)
-    return loader_train, loader_eval
 
 
 # ---------------------------------------------------------------------------------------------------------------------
