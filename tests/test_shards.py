@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_alexnet_split import cli, decode, shards, train
+from timm_alexnet_split import cli, decode, shard_reader, shards, train
 from timm_alexnet_split.errors import UserError
 
 CLASSES = ('ant', 'bee', 'cow')
@@ -243,7 +243,7 @@ def test_two_workers_see_each_training_sample_once_per_epoch(even):
     train_ds, _, _ = train.build_datasets(args)
     cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3, 'std': (1,) * 3}
     loader, _ = train.build_loaders(args, cfg, torch.device('cpu'), train_ds, None, torch.float32)
-    assert shards.wds_epoch_note(train_ds, 1, 2, 4) is None
+    assert shard_reader.wds_epoch_note(train_ds, 1, 2, 4) is None
     assert len(loader) == 4
     orders = []
     for epoch in range(2):
@@ -252,7 +252,7 @@ def test_two_workers_see_each_training_sample_once_per_epoch(even):
         assert sorted(ids) == list(range(16)), ids
         orders.append(ids)
     assert orders[0] != orders[1]  # a new shuffle each epoch
-    assert 'do not divide' in shards.wds_epoch_note(train_ds, 1, 3, 4)
+    assert 'do not divide' in shard_reader.wds_epoch_note(train_ds, 1, 3, 4)
 
 
 def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
@@ -292,10 +292,10 @@ def test_gpu_decode_without_cuda_says_so_in_one_line_and_refuses_what_it_cannot_
 
 def test_shard_bytes_shares_out_shards_by_rank_with_equal_batches():
     entry = {'filenames': [f'{i}.tar' for i in range(5)], 'shard_lengths': [4, 4, 4, 4, 3]}
-    ranks = [shards.ShardBytes('/x', entry, 2, True, workers=1, rank=r, world=2) for r in range(2)]
+    ranks = [shard_reader.ShardBytes('/x', entry, 2, True, workers=1, rank=r, world=2) for r in range(2)]
     assert [len(r) for r in ranks] == [4, 4]  # rank 0 has 11 samples (5 batches), rank 1 8: both run 4
     assert ranks[0].dropped == 19 - 16
-    single = shards.ShardBytes('/x', entry, 2, False, workers=2)
+    single = shard_reader.ShardBytes('/x', entry, 2, False, workers=2)
     assert len(single) == 6 + 4  # evaluation keeps the partial batches: 11 -> 6, 8 -> 4
 
 
@@ -324,7 +324,7 @@ RANKS_SCRIPT = '''
 import json, sys
 import torch, torch.distributed as dist
 dist.init_process_group('gloo')
-from timm_alexnet_split import decode, shards, train
+from timm_alexnet_split import decode, shard_reader, train
 out, rank, world = sys.argv[1], dist.get_rank(), dist.get_world_size()
 args = train.parse_args(['--dataset', 'wds/x', '--data-dir', out, '--paper-crop', '--color-jitter', '0', '-b', '2',
                          '--workers', '1', '--no-prefetcher', '--hflip', '0', '--val-split', ''])
@@ -333,7 +333,7 @@ ds, _, _ = train.build_datasets(args)
 cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3, 'std': (1 / 255,) * 3}
 loader, _ = train.build_loaders(args, cfg, torch.device('cpu'), ds, None, torch.float32)
 timm_means = [v for x, _ in loader for v in x.mean((1, 2, 3)).tolist()]
-sb = shards.ShardBytes(out, shards.check_split(out, 'train'), 2, True, 1, rank=rank, world=world)
+sb = shard_reader.ShardBytes(out, shard_reader.check_split(out, 'train'), 2, True, 1, rank=rank, world=world)
 byte_means = []
 for data, _ in sb:
     images, _ = decode.decode_batch(data, torch.device('cpu'))

@@ -94,7 +94,7 @@ def crop_flip_normalise(images: Sequence[torch.Tensor], size: Tuple[int, int], s
 
 
 class DeviceDecodeLoader:
-    """Normalised batches on ``device`` from a loader of (JPEG byte tensors, labels) batches (shards.ShardBytes).
+    """Normalised batches on ``device`` from a loader of (JPEG byte tensors, labels) batches (shard_reader.ShardBytes).
 
     Quacks like timm's PrefetchLoader for the trainer: iterating gives (input, target) on the device, ``len`` the
     batches per epoch, ``sampler.set_epoch`` a new shuffle, ``dataset`` the byte dataset."""
@@ -130,7 +130,7 @@ def _batch(items: Any) -> Any:
 
 def device_loader(dataset: Any, device: torch.device, data_config: Dict[str, Any], train: bool, workers: int,
                   hflip: float = 0.5, dtype: torch.dtype = torch.float32, pin_memory: bool = False) -> DeviceDecodeLoader:
-    """A DeviceDecodeLoader over ``dataset`` (shards.ShardBytes) read by ``workers`` loader processes."""
+    """A DeviceDecodeLoader over ``dataset`` (shard_reader.ShardBytes) read by ``workers`` loader processes."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_batch,
                                          pin_memory=pin_memory, persistent_workers=False)
     return DeviceDecodeLoader(loader, device, tuple(data_config['input_size'][1:]), draft_target(data_config), train,
@@ -227,7 +227,7 @@ def decode_mode(args: Any, device: torch.device, logger: logging.Logger = _logge
 def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.device, eval_ds: Optional[Any],
                           img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
     """``--decode gpu``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
-    from .shards import ShardBytes, check_split
+    from .shard_reader import ShardBytes, check_split
     from .train import eval_loader
     world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
     train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,

@@ -627,7 +627,7 @@ def _create_dataset(args: argparse.Namespace, split: str, is_training: bool, cla
     where = args.data_dir or args.dataset
     wds_names = None
     if args.dataset.lower().startswith('wds/'):
-        from .shards import check_wds
+        from .shard_reader import check_wds
         wds_names = check_wds(args.data_dir, split, class_map)
     try:
         ds = create_dataset(args.dataset, **kwargs)
@@ -638,7 +638,7 @@ def _create_dataset(args: argparse.Namespace, split: str, is_training: bool, cla
             and not isinstance(ds, torch.utils.data.IterableDataset) and len(ds) == 0:
         raise UserError(f'no images in the {label} split {split!r} of {where}')
     if args.dataset.lower().startswith('wds/'):
-        from .shards import adopt_wds
+        from .shard_reader import adopt_wds
         adopt_wds(ds, args.data_dir, wds_names)
     return ds
 
@@ -778,7 +778,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         from .decode import draft_target, use_draft
         use_draft(loader_train, draft_target(data_config))
     if isinstance(train_ds, torch.utils.data.IterableDataset):
-        from .shards import wds_train_loader
+        from .shard_reader import wds_train_loader
         loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
     loader_eval = None
     if eval_ds is not None:
