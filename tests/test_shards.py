@@ -109,10 +109,13 @@ def test_an_interrupted_preparation_is_resumed_keeping_complete_shards(made, tmp
     written = sorted(p.name for p in dest.rglob('*.tar'))
     assert len(written) == 2 and not list(dest.rglob('*.tmp')) and not (dest / '_info.json').exists()
     stamps = {p.name: p.stat().st_mtime_ns for p in dest.rglob('*.tar')}
+    stale = dest / 'train' / f'.{written[0]}.999.tmp'  # as a worker killed mid-shard leaves it
+    stale.write_bytes(b'half a shard')
     calls.clear()
     monkeypatch.setattr(shards, 'write_shard', lambda job, *a, **k: (calls.append(job.path.name), real(job, *a, **k))[1])
     assert prepare(src, dest, '--workers', '1') == 0
     assert not set(calls) & set(written)  # complete shards were kept, not rewritten
+    assert not stale.exists()
     assert {p.name: p.stat().st_mtime_ns for p in dest.rglob('*.tar') if p.name in stamps} == stamps
     assert json.loads((dest / '_info.json').read_text())['splits'] == \
         json.loads((out / '_info.json').read_text())['splits']

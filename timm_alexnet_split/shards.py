@@ -304,10 +304,13 @@ def prepare(root: Path, out: Path, name: str, shard_size: int, workers: int, opt
     digest = plan_digest(class_names, jobs, opts)
     resuming = _check_out(out, digest)
     try:
-        for split in jobs:
-            (out / split).mkdir(parents=True, exist_ok=True)
-        if not resuming:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:  # first, so that a run stopped at any later point is recognised as ours
             _write_json(out / PLAN, {'format': FORMAT, 'digest': digest, 'source': str(root.resolve())})
+        for split in jobs:
+            (out / split).mkdir(exist_ok=True)
+            for stale in (out / split).glob('.*.tar.*.tmp'):  # left by a worker killed mid-shard
+                stale.unlink()
         (out / CLASS_MAP).write_text(''.join(f'{c}\n' for c in class_names), encoding='utf-8')
     except OSError as e:
         raise UserError(f'cannot write to {out}: {e.strerror or e}') from None
