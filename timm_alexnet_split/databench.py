@@ -126,8 +126,8 @@ def measure_cpu(folder: Path, shards: Path, rounds: int, cores: int) -> Dict[str
             per_core[k].append(_time(fn, (items, draft)))
     out = {k: {'per_core': statistics.median(v)} for k, v in per_core.items()}
     for k, (fn, items, draft) in pipelines.items():
-        out[k]['all_cores'] = _all_cores(fn, items, draft, cores) if cores > 1 and len(items) >= cores else \
-            out[k]['per_core']
+        procs = min(cores, len(items))
+        out[k]['all_cores'] = _all_cores(fn, items, draft, procs) if procs > 1 else out[k]['per_core']
     return out
 
 
@@ -185,7 +185,8 @@ def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Opti
         import contextlib
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            info = prepare(folder, shards, 'bench', 100, 1, Options(), progress=False)
+            # enough shards for every core to read its own in the all-cores timing
+            info = prepare(folder, shards, 'bench', max(10, n_images // (2 * cores)), 1, Options(), progress=False)
         prep = time.perf_counter() - t
         n_all = sum(s['num_samples'] for s in info['splits'].values())  # type: ignore[union-attr]
         tar = sum((shards / f).stat().st_size for f in info['splits']['train']['filenames'])  # type: ignore[index]
