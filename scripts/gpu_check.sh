@@ -2,10 +2,12 @@
 # Every GPU check and timing in one call, for a machine with CUDA whose python3 already holds torch, torchvision,
 # timm, onnx, onnxscript, onnxruntime, matplotlib, safetensors and pytest (no venv, nothing installed): the GPU
 # tests, the placement tests (their CUDA case), then `bench` on the GPU (LRN ratios in fp32 and bf16 +
-# channels_last, torchvision's alexnet, torch.compile, towers placed vs unplaced). The onnxruntime rows are CPU
-# figures, measured on the CPU machine.
+# channels_last, torchvision's alexnet, torch.compile, towers placed vs unplaced), then `bench --data` (nvjpeg
+# decoding of 256-px shard batches vs the network's bf16 training images/s, and the CPU pipelines on this
+# machine's cores). The onnxruntime rows are CPU figures, measured on the CPU machine.
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default runs/gpu-check; `make gpu-check` does the same)
-# Ends with the bench's ratios; full logs and bench.json in OUT_DIR. Each step has its own time limit, 9 min in all.
+# Ends with the data bench's ratios; full logs, bench.json and bench-data.json in OUT_DIR. Each step has its own
+# time limit, 9.5 min in all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -26,6 +28,10 @@ timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_parallel.py 2>&1 | te
     | tail -5 || status=1
 echo '== bench on the GPU'
 rm -f "$out/bench.json"  # bench never overwrites a result
-timeout 330 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
+timeout 300 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" || status=1
+echo '== bench --data: GPU decoding vs training images/s (bf16, batch 256), CPU pipelines per core'
+rm -f "$out/bench-data.json"
+timeout 75 $py -m timm_alexnet_split bench --data --data-images 400 --rounds 3 --json "$out/bench-data.json" 2>&1 \
+    | tee "$out/bench-data.txt" || status=1
 exit $status

@@ -22,6 +22,7 @@ COMMANDS = {
     'validate': ('timm_alexnet_split.train', 'validate_main', 'evaluate a checkpoint: top-1, top-5, loss (centre or ten-crop)'),
     'demo-data': ('timm_alexnet_split.data', 'demo_data_main', 'generate the embedded demo dataset (ImageFolder)'),
     'prepare-catsdogs': ('timm_alexnet_split.data', 'prepare_catsdogs_main', 'make the 24,000/1,000 Cats vs Dogs split'),
+    'prepare-shards': ('timm_alexnet_split.shards', 'main', "an ImageFolder as 256-px WebDataset shards for timm's wds reader"),
     'pca-stats': ('timm_alexnet_split.augment', 'pca_stats_main', "estimate a dataset's RGB eigenvalues/vectors"),
     'export': ('timm_alexnet_split.export', 'main', 'export to ONNX and verify with onnxruntime'),
     'kernels': ('timm_alexnet_split.kernels', 'main', 'conv1 per tower from any ONNX file: colour specificity, verdict'),

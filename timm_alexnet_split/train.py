@@ -67,6 +67,7 @@ OWN_OPTIONS = {
     'demo_data': 'train on the embedded demo dataset (generated on first use)',
     'save_conv1': 'save conv1 kernels per epoch to conv1/epoch_NNNN.npy',
     'safetensors': 'write weights-only last.safetensors and model_best.safetensors',
+    'decode': 'image decoding: cpu (PIL, timm), draft (PIL draft mode: folders), gpu (nvjpeg batches: wds shards)',
 }
 
 _MIXUP = 'mixup/cutmix (soft targets leave no training accuracy for the plateau schedule)'
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--demo-data', action='store_true', default=False, help=OWN_OPTIONS['demo_data'])
     g.add_argument('--save-conv1', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['save_conv1'])
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
+    g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu'), help=OWN_OPTIONS['decode'])
     return p
 
 
@@ -628,6 +630,8 @@ def _split_root(ds: Any) -> Optional[str]:
 
 def _folder_like(dataset: str) -> bool:
     name = dataset.lower()
+    if name.startswith('wds/'):
+        return True  # shards on disk: --data-dir is required and must exist, as for folders
     return name in ('', 'folder', 'tar') or name.startswith(('folder/', 'tar/', 'torch/image_folder', 'torch/folder'))
 
 
@@ -647,6 +651,10 @@ def _create_dataset(args: argparse.Namespace, split: str, is_training: bool, cla
     if args.dataset_trust_remote_code:
         kwargs['trust_remote_code'] = True
     where = args.data_dir or args.dataset
+    wds_names = None
+    if args.dataset.lower().startswith('wds/'):
+        from .shard_reader import check_wds
+        wds_names = check_wds(args.data_dir, split, class_map)
     try:
         ds = create_dataset(args.dataset, **kwargs)
     except Exception as e:  # timm and torchvision raise many kinds for a missing or malformed dataset
@@ -655,6 +663,9 @@ def _create_dataset(args: argparse.Namespace, split: str, is_training: bool, cla
     if isinstance(ds, torch.utils.data.Dataset) and hasattr(ds, '__len__') \
             and not isinstance(ds, torch.utils.data.IterableDataset) and len(ds) == 0:
         raise UserError(f'no images in the {label} split {split!r} of {where}')
+    if args.dataset.lower().startswith('wds/'):
+        from .shard_reader import adopt_wds
+        adopt_wds(ds, args.data_dir, wds_names)
     return ds
 
 
@@ -789,8 +800,14 @@ def _use_paper_crop(loader: Any, data_config: Dict[str, Any], interpolation: str
 
 def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device: torch.device, train_ds: Any,
                   eval_ds: Optional[Any], img_dtype: torch.dtype) -> Tuple[Any, Optional[Any]]:
-    """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked."""
+    """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked.
+    ``--decode gpu``: shard bytes decoded on the device (decode.py); ``--decode draft``: PIL draft mode."""
     from timm.data import create_loader
+
+    from .decode import decode_mode, device_decode_loaders
+    decode = decode_mode(args, device, _logger)
+    if decode == 'gpu':
+        return device_decode_loaders(args, data_config, device, eval_ds, img_dtype, _logger)
     common = dict(mean=data_config['mean'], std=data_config['std'], pin_memory=args.pin_mem, img_dtype=img_dtype,
                   device=device, distributed=args.distributed, use_prefetcher=args.prefetcher)
     train_interpolation = args.train_interpolation
@@ -810,37 +827,58 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
     if args.paper_crop and not args.no_aug:
         interp = data_config['interpolation'] if train_interpolation == 'random' else train_interpolation
         _use_paper_crop(loader_train, data_config, interp)
+    if decode == 'draft':
+        from .decode import draft_target, use_draft
+        use_draft(loader_train, draft_target(data_config))
+    if isinstance(train_ds, torch.utils.data.IterableDataset):
+        from .shard_reader import wds_train_loader
+        loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
     loader_eval = None
     if eval_ds is not None:
         loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size, args.workers,
                                   device, ten_crop=args.ten_crop, prefetcher=args.prefetcher,
-                                  distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype)
+                                  distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype,
+                                  draft=decode == 'draft')
     return loader_train, loader_eval
 
 
 def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
                 ten_crop: bool = False, prefetcher: bool = True, distributed: bool = False, pin_memory: bool = False,
-                img_dtype: torch.dtype = torch.float32) -> Any:
+                img_dtype: torch.dtype = torch.float32, draft: bool = False) -> Any:
     """Evaluation batches: timm's centre-crop loader, or (B, 10, C, H, W) uint8 ten-crop batches that
-    ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped."""
+    ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped.
+    ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode)."""
     from timm.data import create_loader
     from timm.data.loader import fast_collate
     c, h, w = data_config['input_size']
+    if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
+        ds = ds.dataset  # no random access to skip by: timm's wds reader skips unreadable samples itself
+    iterable = isinstance(ds, torch.utils.data.IterableDataset)  # timm's wds reader shares itself out by rank
     if ten_crop:
         from timm.data.distributed_sampler import OrderedDistributedSampler
+        from torchvision import transforms
+
+        from .decode import DraftDecode, draft_bytes, draft_target
         ds.transform = TenCrop((h, w), data_config['crop_pct'], data_config['interpolation'])
-        sampler = OrderedDistributedSampler(ds) if distributed else None
+        if draft:
+            draft_bytes(ds)
+            ds.transform = transforms.Compose([DraftDecode(draft_target(data_config)), ds.transform])
+        sampler = OrderedDistributedSampler(ds) if distributed and not iterable else None
         collate = SkipNoneCollate(torch.utils.data.default_collate, (10, c, h, w))
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
                                            num_workers=workers, pin_memory=pin_memory, drop_last=False,
                                            collate_fn=collate)
     collate = SkipNoneCollate(fast_collate, (c, h, w)) if prefetcher else \
         SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
-    return create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
-                         interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
-                         num_workers=workers, crop_pct=data_config['crop_pct'], collate_fn=collate,
-                         pin_memory=pin_memory, img_dtype=img_dtype, device=device, distributed=distributed,
-                         use_prefetcher=prefetcher, persistent_workers=False)
+    loader = create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
+                           interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+                           num_workers=workers, crop_pct=data_config['crop_pct'], collate_fn=collate,
+                           pin_memory=pin_memory, img_dtype=img_dtype, device=device,
+                           distributed=distributed and not iterable, use_prefetcher=prefetcher, persistent_workers=False)
+    if draft:
+        from .decode import draft_target, use_draft
+        use_draft(loader, draft_target(data_config))
+    return loader
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""``timm-alexnet-split bench --data``: how fast the paper's training input pipeline runs, per core and on all cores.
+
+Generates ImageNet-like JPEGs (500x375, textured noise so that they compress to ~110 KB as ImageNet's photos do)
+into an ImageFolder in a temporary folder, writes them as 256-px shards (prepare-shards, timed), then times, in
+one run, the training pipeline (decode, the paper's crop: shorter side 256, random 224; flip; to a uint8 tensor,
+as timm's prefetcher takes it) over: the full-size folder, the same with PIL draft decoding, and the shards.
+On a GPU also: decoding shard batches with nvjpeg (crop, flip, normalise included) against the network's own
+training images/s (bf16, channels_last, batch 256).
+"""
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+IMG_W, IMG_H, NOISE, QUALITY = 500, 375, 23.0, 90
+
+
+def imagenet_like(rng: np.random.Generator, w: int = IMG_W, h: int = IMG_H) -> bytes:
+    """One JPEG (quality 90) of textured noise: smooth colour, mid-frequency grey texture, pixel noise."""
+    from PIL import Image
+
+    def field(shape: Tuple[int, ...], step: int) -> np.ndarray:
+        a = rng.normal(0, 1, (h // step + 2, w // step + 2, *shape))
+        a = ((a - a.min()) / max(np.ptp(a), 1e-9) * 255).astype(np.uint8)
+        return np.asarray(Image.fromarray(a).resize((w, h), Image.BICUBIC), dtype=np.float32)
+
+    img = 0.6 * field((3,), 25) + 0.4 * field((), 4)[..., None] + rng.normal(0, NOISE, (h, w, 3))
+    buf = io.BytesIO()
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(buf, format='JPEG', quality=QUALITY)
+    return buf.getvalue()
+
+
+def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
+    """``n`` images in root/train/<class>/ (and a few in root/validation/); returns the bytes written."""
+    rng = np.random.default_rng(seed)
+    total = 0
+    for split, count in (('train', n), ('validation', max(classes, n // 10))):
+        for i in range(count):
+            d = root / split / f'class{i % classes:03d}'
+            d.mkdir(parents=True, exist_ok=True)
+            data = imagenet_like(rng)
+            (d / f'{i:06d}.jpg').write_bytes(data)
+            total += len(data) if split == 'train' else 0
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the pipelines: item -> uint8 tensor (3, 224, 224)
+# ---------------------------------------------------------------------------------------------------------------------
+def _transform(draft: bool) -> Callable:
+    from torchvision import transforms
+
+    from .decode import DraftDecode
+    from .train import PaperCrop
+    steps = [DraftDecode(256)] if draft else [_full_decode]
+    steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
+    return transforms.Compose(steps)
+
+
+def _full_decode(data: bytes):
+    from PIL import Image
+    return Image.open(io.BytesIO(data)).convert('RGB')
+
+
+def _run_files(args: Tuple[List[str], bool]) -> int:
+    files, draft = args
+    torch.set_num_threads(1)
+    tf = _transform(draft)
+    for f in files:
+        with open(f, 'rb') as fh:
+            tf(fh.read())
+    return len(files)
+
+
+def _run_shards(args: Tuple[List[str], bool]) -> int:
+    from .shards import read_shard
+    files, _ = args
+    torch.set_num_threads(1)
+    tf = _transform(False)
+    n = 0
+    for f in files:
+        for s in read_shard(Path(f)):
+            tf(s['jpg'])
+            n += 1
+    return n
+
+
+def _time(fn: Callable, payload: Tuple[List[str], bool]) -> float:
+    t = time.perf_counter()
+    n = fn(payload)
+    return n / (time.perf_counter() - t)
+
+
+def _all_cores(fn: Callable, items: List[str], draft: bool, cores: int) -> float:
+    import multiprocessing as mp
+    chunks = [(items[i::cores], draft) for i in range(cores)]
+    ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else None)
+    with ctx.Pool(cores) as pool:
+        pool.map(fn, [(c[0][:1], draft) for c in chunks])  # warm the workers
+        t = time.perf_counter()
+        n = sum(pool.map(fn, chunks))
+    return n / (time.perf_counter() - t)
+
+
+def measure_cpu(folder: Path, shards: Path, rounds: int, cores: int) -> Dict[str, Dict[str, float]]:
+    """Images/s per core (one process, interleaved rounds, median) and on ``cores`` processes, per pipeline."""
+    import json
+    files = sorted(str(p) for p in (folder / 'train').rglob('*.jpg'))
+    info = json.loads((shards / '_info.json').read_text())
+    tars = [str(shards / f) for f in info['splits']['train']['filenames']]
+    pipelines = {'full-size folder': (_run_files, files, False), 'full-size folder, draft decoding': (_run_files, files, True),
+                 '256-px shards': (_run_shards, tars, False)}
+    for fn, items, draft in pipelines.values():
+        fn((items[:2], draft))  # warm-up: imports, caches
+    per_core: Dict[str, List[float]] = {k: [] for k in pipelines}
+    for _ in range(rounds):
+        for k, (fn, items, draft) in pipelines.items():
+            per_core[k].append(_time(fn, (items, draft)))
+    out = {k: {'per_core': statistics.median(v)} for k, v in per_core.items()}
+    for k, (fn, items, draft) in pipelines.items():
+        procs = min(cores, len(items))
+        out[k]['all_cores'] = _all_cores(fn, items, draft, procs) if procs > 1 else out[k]['per_core']
+    return out
+
+
+def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> Dict[str, float]:
+    """nvjpeg decoding + crop + flip + normalise of shard batches vs alexnet_split_2 training (bf16), images/s."""
+    import json
+
+    from .bench import _stepper, _sync, _variant
+    from .decode import crop_flip_normalise, decode_batch
+    from .shards import read_shard
+    info = json.loads((shards / '_info.json').read_text())
+    data = [torch.frombuffer(bytearray(s['jpg']), dtype=torch.uint8)
+            for f in info['splits']['train']['filenames'] for s in read_shard(shards / f)]
+    data = (data * (batch // max(len(data), 1) + 1))[:batch]
+    mean, std = (0.485, 0.456, 0.406), (1 / 255,) * 3
+
+    def decode_step() -> None:
+        images, _ = decode_batch(data, device)
+        crop_flip_normalise(images, (224, 224), 256, True, mean, std, dtype=torch.bfloat16)
+
+    model = _variant('ours', 1000).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last) * 60
+    y = torch.randint(0, 1000, (batch,), device=device)
+    steps = {'decode': decode_step, 'train': _stepper(model, x, y, True, True)}
+    times: Dict[str, List[float]] = {k: [] for k in steps}
+    for fn in steps.values():
+        fn()
+        fn()
+    for _ in range(rounds):
+        for k, fn in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: batch / statistics.median(v) for k, v in times.items()}
+
+
+def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Optional[str] = None,
+        print_fn: Callable[[str], None] = print) -> Dict[str, object]:
+    """The whole data benchmark; prints a table (also returned as 'lines') and returns the figures."""
+    from .shards import Options, prepare
+    lines: List[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print_fn(line)
+
+    with tempfile.TemporaryDirectory(prefix='bench-data-', dir=keep) as tmp:
+        folder, shards = Path(tmp) / 'folder', Path(tmp) / 'shards'
+        t = time.perf_counter()
+        raw = make_folder(folder, n_images)
+        say(f'generated {n_images} ImageNet-like JPEGs ({IMG_W}x{IMG_H}, mean {raw / n_images / 1e3:.0f} KB) in '
+                 f'{time.perf_counter() - t:.1f} s')
+        import contextlib
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            # enough shards for every core to read its own in the all-cores timing
+            info = prepare(folder, shards, 'bench', max(10, n_images // (2 * cores)), 1, Options(), progress=False)
+        prep = time.perf_counter() - t
+        n_all = sum(s['num_samples'] for s in info['splits'].values())  # type: ignore[union-attr]
+        tar = sum((shards / f).stat().st_size for f in info['splits']['train']['filenames'])  # type: ignore[index]
+        say(f'prepare-shards, one process: {n_all / prep:.0f} images/s per core; shards {tar / n_images / 1e3:.1f} KB '
+                 f'per image ({tar / raw:.2f}x the full-size JPEGs)')
+        cpu = measure_cpu(folder, shards, rounds, cores)
+        gpu = measure_gpu(shards, device, 256, rounds) if device.type == 'cuda' else None
+    base = cpu['full-size folder']
+    say(f'\ntraining input pipeline (decode, paper crop 224 of 256, flip, to tensor), images/s; {cores} cores')
+    say(f'  {"":<34}{"per core":>10}{"all cores":>11}{"vs folder":>11}')
+    for k, v in cpu.items():
+        say(f'  {k:<34}{v["per_core"]:>10.0f}{v["all_cores"]:>11.0f}{v["per_core"] / base["per_core"]:>10.2f}x')
+    result: Dict[str, object] = {'images': n_images, 'cores': cores, 'jpeg_kb': raw / n_images / 1e3,
+                                 'shard_kb': tar / n_images / 1e3, 'prepare_img_s_per_core': n_all / prep, 'cpu': cpu}
+    if gpu is not None:
+        verdict = 'the loader keeps up' if gpu['decode'] >= gpu['train'] else 'the LOADER IS SLOWER'
+        say(f'\nGPU, batch 256: nvjpeg decode + crop + flip + normalise {gpu["decode"]:.0f} images/s; '
+                 f'alexnet_split_2 training (bf16, channels_last) {gpu["train"]:.0f} images/s: {verdict} '
+                 f'({gpu["decode"] / gpu["train"]:.2f}x)')
+        result['gpu'] = gpu
+    ratio = cpu['256-px shards']['per_core'] / base['per_core']
+    result['shards_vs_folder_per_core'] = ratio
+    say(f'\nshards vs full-size folder, per core: {ratio:.2f}x')
+    result['lines'] = lines
+    return result
+
+
+def cores_available() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+__all__: Sequence[str] = ['run', 'imagenet_like', 'make_folder', 'measure_cpu', 'measure_gpu', 'cores_available']
