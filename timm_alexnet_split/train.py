@@ -629,9 +629,13 @@ def _split_root(ds: Any) -> Optional[str]:
 
 
 def _folder_like(dataset: str) -> bool:
+    """Datasets read from --data-dir on disk (which is then required and must exist): folders, tars, shards."""
+    return dataset.lower().startswith('wds/') or _image_folder(dataset)
+
+
+def _image_folder(dataset: str) -> bool:
+    """Datasets whose splits are sub-folders of --data-dir, looked up as timm does (see splits.py)."""
     name = dataset.lower()
-    if name.startswith('wds/'):
-        return True  # shards on disk: --data-dir is required and must exist, as for folders
     return name in ('', 'folder', 'tar') or name.startswith(('folder/', 'tar/', 'torch/image_folder', 'torch/folder'))
 
 
@@ -718,7 +722,7 @@ def _check_folder_splits(args: argparse.Namespace) -> bool:
     from .splits import EVAL_NAMES, find_split, split_folders
     if not args.val_split:
         return False
-    if not (args.data_dir and _folder_like(args.dataset) and os.path.isdir(args.data_dir)):
+    if not (args.data_dir and _image_folder(args.dataset) and os.path.isdir(args.data_dir)):
         return True
     root = Path(args.data_dir)
     train_dir = find_split(root, args.train_split)
@@ -2212,7 +2216,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError('give --data-dir DIR (or --dataset torch/NAME, or --demo-data)')
     if vargs.data_dir and _folder_like(args.dataset) and not os.path.exists(vargs.data_dir):
         raise UserError(f'data folder {vargs.data_dir} not found')
-    if vargs.data_dir and _folder_like(args.dataset) and os.path.isdir(vargs.data_dir):
+    if vargs.data_dir and _image_folder(args.dataset) and os.path.isdir(vargs.data_dir):
         from .splits import find_split
         if find_split(Path(vargs.data_dir), args.split) is None:
             print(f'note: {vargs.data_dir} has no split folders: evaluating every image in it', file=sys.stderr)
