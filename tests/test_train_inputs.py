@@ -207,3 +207,11 @@ def test_ctrl_c_in_the_first_epoch_names_the_file_written_once(tmp_path):
     recovery = tmp_path / 'int' / 'recovery.pth.tar'
     assert recovery.is_file() and f'--resume {recovery}' in err
     assert 'last.pth.tar' not in err and not (tmp_path / 'int' / 'last.pth.tar').exists()
+
+
+def test_validate_on_only_unreadable_images_is_an_error_not_nan(one_epoch_cosine, tmp_path, capsys):
+    for name in COLOURS:
+        (tmp_path / 'validation' / name).mkdir(parents=True)
+        (tmp_path / 'validation' / name / 'x.jpg').write_bytes(b'\xff\xd8 not a jpeg')
+    one_line_error(capsys, ['validate', '--checkpoint', one_epoch_cosine, '--data-dir', tmp_path, '--workers', '0'],
+                   "no image of the 'validation' split could be evaluated", '3 unreadable')

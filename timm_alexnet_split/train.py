@@ -1599,8 +1599,9 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
         dist.all_reduce(totals)
         loss_sum, correct1, correct5, count = totals.tolist()
     if not count:
-        return OrderedDict([('loss', math.nan), ('top1', math.nan), ('top5', math.nan)])
-    return OrderedDict([('loss', loss_sum / count), ('top1', 100 * correct1 / count), ('top5', 100 * correct5 / count)])
+        return OrderedDict([('loss', math.nan), ('top1', math.nan), ('top5', math.nan), ('images', 0)])
+    return OrderedDict([('loss', loss_sum / count), ('top1', 100 * correct1 / count), ('top5', 100 * correct5 / count),
+                        ('images', int(count))])
 
 
 def _own_share(loader: Any) -> Optional[int]:
@@ -2005,6 +2006,9 @@ def _run(argv: List[str], attach_log: Callable[[Path], None], stop: StopRequest)
                                           world_size=args.world_size, stop=stop, desc=f'eval {epoch}')
                     except _Interrupted:
                         _logger.warning('validation interrupted: this epoch is saved without validation metrics')
+                    if eval_m.pop('images', None) == 0 and primary:
+                        _logger.warning(f'WARNING: validation after epoch {epoch} evaluated no image (all unreadable?): '
+                                        'no validation metrics this epoch')
             lr_used = train_m.pop('lr')
             if lr_used <= 0 and primary:
                 _logger.warning(f'WARNING: the learning rate was 0 throughout epoch {epoch} (--sched {args.sched}, '
@@ -2237,8 +2241,11 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError(str(e).split('Original Traceback')[0].strip().splitlines()[-1]) from None
             raise
         skipped = _skip_counts(skip_log)[1]
+    if not m['images']:
+        raise UserError(f'no image of the {args.split!r} split could be evaluated'
+                        + (f' ({skipped} unreadable)' if skipped else ''))
     result = {'checkpoint': str(path), 'weights': ckpt.source, 'model': model_name, 'split': args.split,
-              'images': len(ds) - skipped,
+              'images': m['images'],
               'crop': 'ten-crop' if args.ten_crop else 'center', 'top1': round(m['top1'], 4),
               'top5': round(m['top5'], 4), 'loss': round(m['loss'], 6), 'skipped_unreadable': skipped}
     print(json.dumps(result))
