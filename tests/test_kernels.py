@@ -163,16 +163,17 @@ def test_verdict_wording():
 def check_split(out: Path, colour_tower: int, expected_groups) -> dict:
     r = report(out)
     assert r['num_groups'] == len(expected_groups)
-    assert r['measure'] == 'lowpass' and '0.25 cycles/px' in r['measure_label'] and r['measure_label'] in r['verdict']
+    assert r['measure'] == 'band' and '0.25 cycles/px' in r['measure_label'] and r['measure_label'] in r['verdict']
     for g, w in zip(r['groups'], expected_groups):
         assert g['kernels'] == len(w)
         np.testing.assert_allclose(g['chromatic_fraction_plain'], K.chromatic_fraction(w), atol=1e-6)
-        cf = K.chromatic_fraction(K.low_pass(w, 0.25))
-        np.testing.assert_allclose(g['chromatic_fraction_lowpass'], cf, atol=1e-6)
+        np.testing.assert_allclose(g['chromatic_fraction_lowpass'], K.chromatic_fraction(K.low_pass(w, 0.25)), atol=1e-6)
+        cf = K.band_chromatic_fraction(w, 21)   # 11x11 kernels: 21 components at <= 0.25 cycles/px
+        np.testing.assert_allclose(g['chromatic_fraction_band'], cf, atol=1e-6)
         np.testing.assert_allclose(g['chromatic_fraction'], cf, atol=1e-6)
         assert g['mean'] == pytest.approx(float(cf.mean()), abs=1e-6)
         assert g['fraction_above_0_3'] == pytest.approx(float((cf > 0.3).mean()))
-    for m in ('plain', 'lowpass'):
+    for m in ('plain', 'lowpass', 'band'):
         assert r['measures'][m]['p_value'] < 1e-3
         assert r['measures'][m]['towers'][colour_tower]['mean'] > 0.6
     assert r['p_value'] < 1e-3 and r['effect_size'] is not None

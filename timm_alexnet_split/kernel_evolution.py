@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,6 +27,7 @@ from .kernel_measures import (
     chromatic_measures,
     luminance_orientation_frequency,
     measure_label,
+    resolve_measure,
 )
 
 MAX_ELEMENTS = 2 ** 31
@@ -125,16 +127,18 @@ def evolution(run_dir: Path, out: Optional[Path] = None, bgr: bool = False, sort
     check_out(out, EVOLUTION_FILES, force)
     epochs, arrays, meta = read_run(run_dir)
     w0 = arrays[0] if epochs[0] == 0 else None
-    if measure == 'trained' and w0 is None:
-        raise KernelsError(f'--measure trained needs the epoch-0 snapshot {run_dir}/conv1/epoch_0000.npy; it is missing')
+    requested = measure
+    measure, choice, warning = resolve_measure(requested, arrays[0].shape, cutoff, w0 is not None)
+    if warning:
+        print(f'{PROG}: warning: {warning}', file=sys.stderr)
     counts = meta['kernels_per_tower']
     order = 'BGR' if bgr else meta['channel_order']
     per_epoch = []
     for i, w in enumerate(arrays, 1):
         per_epoch.append(_measure_epoch(w, w0, counts, measure, cutoff, permutations, seed, alpha))
         progress(i, len(arrays), 'measuring epochs')
-    report = clean(_evolution_report(run_dir, epochs, meta, order, counts, per_epoch, measure, cutoff, alpha,
-                                     permutations))
+    report = clean({**_evolution_report(run_dir, epochs, meta, order, counts, per_epoch, measure, cutoff, alpha,
+                                        permutations), 'measure_requested': requested, 'measure_choice': choice})
     make_out(out)
     try:
         _evolution_gif(epochs, arrays, counts, per_epoch, out / 'evolution.gif', order == 'BGR', sort, fps,

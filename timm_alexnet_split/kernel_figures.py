@@ -20,7 +20,7 @@ from .kernel_io import save_figure
 TILE_PX = 44           # smallest drawn size of one kernel, in pixels
 MIN_WIDTH_PX = 720     # narrowest canvas, so that a title of a few lines fits
 DPI = 100
-CHAR_PX = {10: 7.0, 9: 6.4, 8: 5.8}   # generous average glyph width of DejaVu Sans at 100 dpi, per font size
+CHAR_PX = {10: 7.4, 9: 6.8, 8: 6.0}   # generous average glyph width of DejaVu Sans at 100 dpi, per font size
 COLOURS = ['#4c72b0', '#dd8452', '#55a868', '#c44e52', '#8172b3', '#937860', '#da8bc3', '#8c8c8c']
 
 
@@ -129,7 +129,7 @@ def plot_chromatic_fraction(cfs: Sequence[np.ndarray], stats: Sequence[Dict[str,
     """Strip plot of each kernel's chromatic fraction per tower, with box, mean and the 0.3 threshold."""
     from matplotlib.figure import Figure
     n = len(cfs)
-    fig = Figure(figsize=(max(6.0, 1.3 * n + 2.5), 4.8), dpi=DPI)
+    fig = Figure(figsize=(max(7.5, 1.3 * n + 3.0), 5.0), dpi=DPI)
     ax = fig.add_subplot()
     rng = np.random.default_rng(seed)
     data = [c[np.isfinite(c)] for c in cfs]
@@ -147,7 +147,7 @@ def plot_chromatic_fraction(cfs: Sequence[np.ndarray], stats: Sequence[Dict[str,
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel(wrap(f'{measure}  (0 grey, 1 no luminance)', 40), fontsize=9)
-    ax.set_title(wrap_px(title, fig.get_figwidth() * DPI - 40, 9), fontsize=9)
+    ax.set_title(wrap_px(title, fig.get_figwidth() * DPI - 190, 9), fontsize=9)
     ax.legend(loc='upper left', fontsize=8, framealpha=0.8)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
@@ -171,7 +171,7 @@ def plot_colour_frequency(cfs: Sequence[np.ndarray], freqs: Sequence[np.ndarray]
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel('luminance spatial frequency (cycles/px, power-spectrum peak)')
     ax.set_ylabel(wrap(measure, 45), fontsize=9)
-    ax.set_title(wrap_px(title, fig.get_figwidth() * DPI - 40, 9), fontsize=9)
+    ax.set_title(wrap_px(title, fig.get_figwidth() * DPI - 190, 9), fontsize=9)
     ax.legend(fontsize=8, loc='upper right', framealpha=0.8, title='X: tower mean', title_fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,8 +1,9 @@
 """Per-kernel measures of conv1 and the statistics that compare groups of kernels (torch-free, numpy only).
 
 - chromatic fraction ``1 - ||P W||^2 / ||W||^2`` (P: each pixel's RGB triple projected on (1,1,1)/sqrt(3));
-- the same of each kernel's low-pass part (its DFT components up to a cut-off frequency) and of what training
-  added (W - W0): two ways to see a colour split through fitted noise;
+- the same of each kernel's low-pass part (its DFT components up to a cut-off frequency), of its strongest DFT
+  components (its own band: as many components as the low-pass keeps, chosen by power, not by frequency) and
+  of what training added (W - W0): ways to see a colour split through fitted noise;
 - dominant orientation and spatial frequency of the luminance part;
 - a vectorised permutation test between groups, Cohen's d / eta squared, and Spearman correlations with
   permutation p-values.
@@ -14,18 +15,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .kernel_io import KernelsError
+
 PERMUTATIONS = 20_000    # smallest reportable p: 1 / 20,001 < 1e-4
 SEED = 0
 FFT_SIZE = 64            # zero-padded FFT of the luminance part: frequency resolution 1/64 cycles per pixel
 LOW_PASS_CUTOFF = 0.25   # cycles per pixel kept by the low-pass measure
-DEFAULT_MEASURE = 'lowpass'
+DEFAULT_MEASURE = 'auto'   # band where the kernels are large enough for it, else plain
+MIN_LOW_PASS_COMPONENTS = 9   # the low-pass part (and the band) must keep at least this many DFT components
 # what each measure's chromatic fraction is computed on (the report and the verdicts use these words)
 MEASURES = {
     'plain': 'chromatic fraction of the whole kernel',
     'lowpass': 'chromatic fraction of the low-pass part (<= {cutoff:g} cycles/px)',
+    'band': 'chromatic fraction of the strongest DFT components (as many as a {cutoff:g} cycles/px low-pass keeps)',
     'trained': 'chromatic fraction of what training added (W - W0)',
 }
-SHORT = {'plain': 'chromatic fraction', 'lowpass': 'low-pass chromatic fraction',
+SHORT = {'plain': 'chromatic fraction', 'lowpass': 'low-pass chromatic fraction', 'band': 'own-band chromatic fraction',
          'trained': 'chromatic fraction of W - W0'}
 
 
@@ -58,6 +63,55 @@ def low_pass(w: np.ndarray, cutoff: float = LOW_PASS_CUTOFF) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.fft2(w, axes=(-2, -1)) * keep, axes=(-2, -1)))
 
 
+def band_chromatic_fraction(w: np.ndarray, count: int) -> np.ndarray:
+    """Chromatic fraction of each kernel's ``count`` DFT components with the most power (summed over channels).
+
+    By Parseval the chromatic fraction splits over DFT components: per component f, total(f) = sum_c |F_c(f)|^2
+    and grey(f) = |sum_c F_c(f)|^2 / 3. Picking components by power follows a kernel's own band (a fine grey
+    grating keeps its high frequencies, a colour blob its low ones); for i.i.d. Gaussian noise the grey share of
+    a component does not depend on its power, so random kernels still give 2/3. NaN for an all-zero kernel.
+    """
+    w = np.asarray(w, np.float64)
+    spectrum = np.fft.fft2(w, axes=(-2, -1))
+    total = np.square(np.abs(spectrum)).sum(axis=-3).reshape(*w.shape[:-3], -1)
+    grey = (np.square(np.abs(spectrum.sum(axis=-3))) / 3.0).reshape(*w.shape[:-3], -1)
+    top = np.argsort(-total, axis=-1, kind='stable')[..., :max(1, count)]
+    kept_total = np.take_along_axis(total, top, -1).sum(axis=-1)
+    kept_grey = np.take_along_axis(grey, top, -1).sum(axis=-1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.clip(1.0 - kept_grey / kept_total, 0.0, 1.0)
+
+
+def low_pass_components(h: int, w: int, cutoff: float = LOW_PASS_CUTOFF) -> int:
+    """How many of an h x w kernel's DFT components the low-pass part keeps (3x3 at 0.25: 1, the mean colour)."""
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    return int(np.count_nonzero(np.hypot(fy, fx) <= cutoff + 1e-12))
+
+
+def resolve_measure(requested: str, kernel_shape: Sequence[int], cutoff: float = LOW_PASS_CUTOFF,
+                    has_initial: bool = False) -> Tuple[str, str, Optional[str]]:
+    """(measure, why it was chosen, warning or None) for ``requested`` ('auto' or a name in MEASURES).
+
+    auto: the band measure (it sees a planted split through strong i.i.d. noise best and, unlike the low-pass
+    measure, does not make fine grey gratings look coloured; see docs/kernels.md) when it keeps at least
+    MIN_LOW_PASS_COMPONENTS components, else the plain measure.
+    """
+    h, w = kernel_shape[-2:]
+    kept = low_pass_components(h, w, cutoff)
+    small = (f'{h}x{w} kernels keep only {kept} DFT component(s) at <= {cutoff:g} cycles/px (at least '
+             f'{MIN_LOW_PASS_COMPONENTS} are needed to hold a shape; 1 is just the mean colour)')
+    if requested == 'auto':
+        if kept >= MIN_LOW_PASS_COMPONENTS:
+            return 'band', f'auto: band ({h}x{w} kernels, the strongest {kept} of {h * w} DFT components)', None
+        return 'plain', f'auto: plain, because {small}', None
+    warning = f'--measure {requested}: {small}; this measure says little here' if (
+        requested in ('lowpass', 'band') and kept < MIN_LOW_PASS_COMPONENTS) else None
+    if requested == 'trained' and not has_initial:
+        raise KernelsError('--measure trained needs the epoch-0 weights: give a training run folder with '
+                           'conv1/epoch_0000.npy (to the file argument or --evolution)')
+    return requested, f'--measure {requested}', warning
+
+
 def measure_label(measure: str, cutoff: float = LOW_PASS_CUTOFF) -> str:
     """The measure in words, e.g. 'chromatic fraction of the low-pass part (<= 0.25 cycles/px)'."""
     return MEASURES[measure].format(cutoff=cutoff)
@@ -65,8 +119,10 @@ def measure_label(measure: str, cutoff: float = LOW_PASS_CUTOFF) -> str:
 
 def chromatic_measures(w: np.ndarray, w0: Optional[np.ndarray] = None,
                        cutoff: float = LOW_PASS_CUTOFF) -> Dict[str, np.ndarray]:
-    """Per-kernel chromatic fraction of ``w`` by each measure: plain, lowpass, and trained when ``w0`` is given."""
-    out = {'plain': chromatic_fraction(w), 'lowpass': chromatic_fraction(low_pass(w, cutoff))}
+    """Per-kernel chromatic fraction of ``w`` by each measure: plain, lowpass, band, and trained when ``w0`` is given."""
+    count = low_pass_components(*np.shape(w)[-2:], cutoff)
+    out = {'plain': chromatic_fraction(w), 'lowpass': chromatic_fraction(low_pass(w, cutoff)),
+           'band': band_chromatic_fraction(w, count)}
     if w0 is not None:
         out['trained'] = chromatic_fraction(np.asarray(w, np.float64) - np.asarray(w0, np.float64))
     return out

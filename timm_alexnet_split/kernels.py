@@ -73,6 +73,7 @@ from .kernel_measures import (  # noqa: E402,F401
     PERMUTATIONS,
     SEED,
     SHORT,
+    band_chromatic_fraction,
     chromatic_fraction,
     chromatic_measures,
     effect_size,
@@ -81,6 +82,7 @@ from .kernel_measures import (  # noqa: E402,F401
     luminance_orientation_frequency,
     measure_label,
     permutation_test,
+    resolve_measure,
 )
 
 REPORT_FILES = ('report.json', 'kernels.png', 'chromatic_fraction.png', 'colour_frequency.png', 'latent.png')
@@ -711,12 +713,9 @@ def _latent_figure_entries(layer: FirstLayer, report_latent: Dict[str, Any], w_a
     return entries
 
 
-def _measure_layer(layer: FirstLayer, measure: str, cutoff: float) -> Tuple[List[Dict[str, np.ndarray]], List[np.ndarray],
-                                                                              List[np.ndarray]]:
+def _measure_layer(layer: FirstLayer, cutoff: float) -> Tuple[List[Dict[str, np.ndarray]], List[np.ndarray],
+                                                               List[np.ndarray]]:
     """Per tower: the chromatic fraction by every measure, the luminance orientation and frequency."""
-    if measure == 'trained' and layer.initial is None:
-        raise KernelsError('--measure trained needs the epoch-0 weights: give a training run folder with '
-                           'conv1/epoch_0000.npy instead of a file')
     inits = (_split(layer.initial, [len(g) for g in layer.groups]) if layer.initial is not None
              else [None] * len(layer.groups))
     measures = [chromatic_measures(g, g0, cutoff) for g, g0 in zip(layer.groups, inits)]
@@ -734,8 +733,12 @@ def inspect_file(path: Path, out: Optional[Path] = None, groups: Optional[int] =
     check_out(out, REPORT_FILES, force)
     layer = read_first_layer(path, groups)
     order = 'BGR' if bgr else layer.channel_order
+    requested = measure
+    measure, choice, warning = resolve_measure(requested, layer.groups[0].shape, cutoff, layer.initial is not None)
+    if warning:
+        layer.warnings.append(warning)
     label = measure_label(measure, cutoff)
-    measures, orients, freqs = _measure_layer(layer, measure, cutoff)
+    measures, orients, freqs = _measure_layer(layer, cutoff)
     cfs = [m[measure] for m in measures]
     stats = [tower_stats(c) for c in cfs]
     if any(np.isnan(c).any() for c in cfs):
@@ -759,7 +762,8 @@ def inspect_file(path: Path, out: Optional[Path] = None, groups: Optional[int] =
         figures['latent'] = 'latent.png'
     report = clean({
         'tool': PROG, 'file': str(path), 'layout': layer.layout, 'grouping': layer.grouping,
-        'channel_order': order, 'measure': measure, 'measure_label': label, 'low_pass_cutoff': cutoff,
+        'channel_order': order, 'measure': measure, 'measure_label': label, 'measure_requested': requested,
+        'measure_choice': choice, 'low_pass_cutoff': cutoff,
         'colour_threshold': COLOUR_THRESHOLD, 'alpha': alpha, 'num_kernels': start, 'num_groups': len(layer.groups),
         'groups': groups_out, **test, 'measures': {m: {'label': measure_label(m, cutoff), **v}
                                                   for m, v in by_measure(measures, permutations, seed).items()},
@@ -862,10 +866,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f'random seed of the permutation test (default {SEED})')
     parser.add_argument('--alpha', type=float, default=ALPHA, metavar='A',
                         help=f'significance level of the verdict (default {ALPHA})')
-    parser.add_argument('--measure', choices=sorted(MEASURES), default=DEFAULT_MEASURE,
+    parser.add_argument('--measure', choices=['auto', *sorted(MEASURES)], default=DEFAULT_MEASURE,
                         help='which chromatic fraction the verdict and figures use: plain (whole kernel), lowpass '
-                             '(its low-pass part, default: sees through fitted noise), trained (W - W0; a run '
-                             'folder or --evolution with epoch 0). All are reported.')
+                             '(its low-pass part: sees through fitted noise), trained (W - W0; a run folder or '
+                             '--evolution with epoch 0); auto (default): lowpass where the kernels are large enough '
+                             '(7x7 and up at 0.25), else plain. All are reported.')
     parser.add_argument('--cutoff', type=float, default=LOW_PASS_CUTOFF, metavar='F',
                         help=f'low-pass cut-off in cycles per pixel (default {LOW_PASS_CUTOFF}; 0 < F <= 0.71)')
     parser.add_argument('--quiet', action='store_true', help='print nothing on success')

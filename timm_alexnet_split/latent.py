@@ -84,11 +84,16 @@ def not_applicable(reason: str, conv2: Optional[str] = None) -> Dict[str, Any]:
 
 
 def summary(result: Dict[str, Any], alpha: float = 0.01) -> str:
-    """One line: the first centred component correlated with chromatic fraction (and frequency), or none."""
+    """One line: the first centred component correlated with chromatic fraction (and frequency), or none.
+
+    A component counts when its p-value is below ``alpha`` divided by the number of components looked at
+    (Bonferroni: three components tested per axis must not triple the false alarms).
+    """
     comps = result['centred']
     parts = []
+    level = alpha / max(1, len(comps))
     for axis, key in (('colour', 'chromatic'), ('frequency', 'frequency')):
-        hit = next((i for i, c in enumerate(comps) if c[f'p_{key}'] is not None and c[f'p_{key}'] < alpha), None)
+        hit = next((i for i, c in enumerate(comps) if c[f'p_{key}'] is not None and c[f'p_{key}'] < level), None)
         what = 'chromatic fraction' if key == 'chromatic' else 'spatial frequency'
         if hit is None:
             best = max((abs(c[f'spearman_{key}']) for c in comps if c[f'spearman_{key}'] is not None), default=None)
