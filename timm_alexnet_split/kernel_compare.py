@@ -13,6 +13,8 @@ from .kernel_measures import PERMUTATIONS, SEED, effect_size, format_p, permutat
 
 COLOUR_THRESHOLD = 0.3   # a kernel (tower) above this chromatic fraction counts as colour-specific
 ALPHA = 0.01             # significance level of the verdict
+MIN_COLOUR_DIFFERENCE = 0.05     # smaller differences of tower means are called negligible, however small p is
+MIN_FREQUENCY_DIFFERENCE = 0.02  # cycles/px, the same for spatial frequency
 
 
 def _towers(indices: Sequence[int]) -> str:
@@ -42,28 +44,39 @@ def verdict(means: Sequence[float], p: Optional[float], alpha: float = ALPHA) ->
             f'tower {bottom} least ({means[bottom]:.2f}), {format_p(p)}')
 
 
+def _spread(means: Sequence[float]) -> float:
+    finite = [m for m in means if np.isfinite(m)]
+    return max(finite) - min(finite) if len(finite) >= 2 else 0.0
+
+
 def split_verdict(cf_means: Sequence[float], cf_p: Optional[float], freq_means: Sequence[float],
                   freq_p: Optional[float], measure: str, alpha: float = ALPHA) -> str:
     """One line naming what the towers differ in (colour, spatial frequency, both, nothing) and the measure used.
 
-    e.g. 'towers differ in spatial frequency (0.08 vs 0.33 cycles/px, p < 1e-4), not in colour (p = 0.7, ...)'.
+    An axis counts when its p-value is below ``alpha`` and its tower means differ by at least
+    MIN_COLOUR_DIFFERENCE (chromatic fraction) or MIN_FREQUENCY_DIFFERENCE (cycles/px); a significant but
+    smaller difference is named as negligible. e.g. 'towers differ in spatial frequency (0.08 vs 0.33
+    cycles/px, p < 1e-4), not in colour (p = 0.7, chromatic fraction of ...)'.
     """
     if len(cf_means) < 2 or cf_p is None:
         return verdict(cf_means, cf_p, alpha) + f' [{measure}]'
-    colour = cf_p < alpha
-    freq = freq_p is not None and freq_p < alpha
+    colour = cf_p < alpha and _spread(cf_means) >= MIN_COLOUR_DIFFERENCE
+    freq = freq_p is not None and freq_p < alpha and _spread(freq_means) >= MIN_FREQUENCY_DIFFERENCE
     fq = (' vs '.join('n/a' if not np.isfinite(m) else f'{m:.2f}' for m in freq_means)
           + f' cycles/px, {format_p(freq_p)}')
+    not_colour = format_p(cf_p) if cf_p >= alpha else \
+        f'{format_p(cf_p)} but means differ by only {_spread(cf_means):.3f} < {MIN_COLOUR_DIFFERENCE}'
+    not_freq = format_p(freq_p) if freq_p is None or freq_p >= alpha else \
+        f'{format_p(freq_p)} but means differ by only {_spread(freq_means):.3f} < {MIN_FREQUENCY_DIFFERENCE} cycles/px'
     if colour and freq:
         return f'towers differ in colour and in spatial frequency: {verdict(cf_means, cf_p, alpha)} [{measure}]; ' \
                f'frequency {fq}'
     if colour:
-        return f'towers differ in colour, not in spatial frequency ({format_p(freq_p)}): ' \
+        return f'towers differ in colour, not in spatial frequency ({not_freq}): ' \
                f'{verdict(cf_means, cf_p, alpha)} [{measure}]'
     if freq:
-        return f'towers differ in spatial frequency ({fq}), not in colour ({format_p(cf_p)}, {measure})'
-    return f'no split detected: not in colour ({format_p(cf_p)}, {measure}), not in spatial frequency ' \
-           f'({format_p(freq_p)})'
+        return f'towers differ in spatial frequency ({fq}), not in colour ({not_colour}, {measure})'
+    return f'no split detected: not in colour ({not_colour}, {measure}), not in spatial frequency ({not_freq})'
 
 
 def tower_stats(cf: np.ndarray) -> Dict[str, Any]:

@@ -21,6 +21,7 @@ PERMUTATIONS = 20_000    # smallest reportable p: 1 / 20,001 < 1e-4
 SEED = 0
 FFT_SIZE = 64            # zero-padded FFT of the luminance part: frequency resolution 1/64 cycles per pixel
 LOW_PASS_CUTOFF = 0.25   # cycles per pixel kept by the low-pass measure
+MIN_LUMINANCE_SHARE = 1e-3   # below this share of energy in the luminance part a kernel has no luminance frequency
 DEFAULT_MEASURE = 'auto'   # band where the kernels are large enough for it, else plain
 MIN_LOW_PASS_COMPONENTS = 9   # the low-pass part (and the band) must keep at least this many DFT components
 # what each measure's chromatic fraction is computed on (the report and the verdicts use these words)
@@ -133,14 +134,20 @@ def luminance_orientation_frequency(w: np.ndarray, size: int = FFT_SIZE) -> Tupl
 
     The luminance part is the channel mean; its zero-padded power spectrum's peak gives the frequency.
     Orientation is that of the stripes as displayed, counter-clockwise from horizontal in [0, 180): 0 for
-    horizontal stripes, 90 for vertical ones; NaN when the peak is at zero frequency (a blob).
+    horizontal stripes, 90 for vertical ones; NaN when the peak is at zero frequency (a blob). Both are NaN
+    when the luminance part holds less than MIN_LUMINANCE_SHARE of the kernel's energy (a pure colour kernel:
+    its "luminance frequency" would be that of rounding noise).
     """
-    lum = np.asarray(w, np.float64).mean(axis=-3)
+    w = np.asarray(w, np.float64)
+    lum = w.mean(axis=-3)
     power = np.abs(np.fft.rfft2(lum, s=(size, size))) ** 2
     flat = power.reshape(*power.shape[:-2], -1).argmax(axis=-1)
     iy, ix = np.unravel_index(flat, power.shape[-2:])
     fy, fx = np.fft.fftfreq(size)[iy], np.fft.rfftfreq(size)[ix]
-    freq = np.hypot(fx, fy)
+    total = np.square(w).sum(axis=(-3, -2, -1))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        share = 3.0 * np.square(lum).sum(axis=(-2, -1)) / total
+    freq = np.where(share >= MIN_LUMINANCE_SHARE, np.hypot(fx, fy), np.nan)
     wave = np.degrees(np.arctan2(-fy, fx))  # image rows go down; angles as displayed
     orient = np.where(freq > 0, np.mod(wave + 90.0, 180.0), np.nan)
     return orient, freq

@@ -92,7 +92,7 @@ MAX_ELEMENTS = 2 ** 31   # a declared tensor larger than this is refused, never 
 PASS_THROUGH = frozenset({
     'Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Celu', 'Gelu', 'Clip', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus',
     'HardSwish', 'Mish', 'LRN', 'MaxPool', 'AveragePool', 'LpPool', 'BatchNormalization', 'Dropout', 'Identity', 'Pad',
-    'Cast', 'Add', 'Sub', 'Mul', 'Div',
+    'Cast', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sqrt', 'Reciprocal',
 })
 CONV_OPS = frozenset({'Conv', 'ConvTranspose', 'ConvInteger', 'QLinearConv'})
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -351,18 +351,22 @@ class _Graph:
         """The Convs that read conv's output as data through ops that keep channels one to one.
 
         A multi-input op passes when each of its other inputs is a constant or itself reached from conv (SiLU:
-        x * Sigmoid(x)); a residual Add whose other input comes through a Conv does not.
+        x * Sigmoid(x)); a residual Add whose other input comes through a Conv does not. A Conv reading the square
+        of a reached value (x * x or Pow) is LRN written as elementary ops (its band sum), not conv2: it passes.
         """
         reached, frontier, found, seen = {conv.output[0]}, [conv.output[0]], [], set()
+        squares: set = set()
         while frontier:
             value = frontier.pop()
             for n in self.consumers.get(value, []):
-                if n.op_type in CONV_OPS:
+                if n.op_type in CONV_OPS and value not in squares:
                     if n.input[0] == value and id(n) not in seen:
                         seen.add(id(n))
                         found.append(n)
-                elif n.op_type in PASS_THROUGH and all(x in reached or self.constant(x) is not None
-                                                       for x in n.input if x):
+                elif (n.op_type in CONV_OPS or n.op_type in PASS_THROUGH) and all(
+                        x in reached or self.constant(x) is not None for x in n.input if x):
+                    if n.op_type == 'Pow' or (n.op_type == 'Mul' and n.input[0] == n.input[1]):
+                        squares.add(n.output[0])
                     for o in n.output[:1]:
                         if o not in reached:
                             reached.add(o)
