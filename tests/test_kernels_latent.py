@@ -77,7 +77,7 @@ def test_wired_one_tower_net_has_a_latent_colour_axis_and_split(tmp_path, capsys
     assert rc == 0 and err == ''
     r = report(tmp_path / 'r')
     assert r['num_groups'] == 1 and r['latent']['applicable'] and r['latent']['scope'] == 'all of conv1'
-    assert "output 'conv2'" in r['latent']['conv2']      # unnamed nodes (as in bvlcalexnet): the output names it
+    assert r['latent']['conv2'].startswith('Conv #4 (output')   # unnamed nodes (as in bvlcalexnet): index and output
     check_latent_colour_axis(r['latent'], is_colour)
     assert 'latent: latent colour axis' in out and (tmp_path / 'r' / 'latent.png').is_file()
 
