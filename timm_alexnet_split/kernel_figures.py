@@ -84,7 +84,9 @@ def kernel_figure(groups: Sequence[np.ndarray], titles: Sequence[str], header: s
     """
     from matplotlib.figure import Figure
     cols = columns([len(g) for g in groups])
-    scale = scale or scale_for(max(g.shape[-1] for g in groups))
+    kw = max(g.shape[-1] for g in groups)
+    # at least TILE_PX per kernel; few kernels grow (up to 8x) to fill the narrowest canvas
+    scale = scale or max(scale_for(kw), min(8, MIN_WIDTH_PX // (cols * (kw + 1))))
     blocks = [mosaic(kernel_tiles(g, bgr), cols) for g in groups]
     margin_px = 14
     content_px = max(b.shape[1] for b in blocks) * scale

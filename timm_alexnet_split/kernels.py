@@ -793,14 +793,13 @@ def _write_outputs(report: Dict[str, Any], layer: FirstLayer, cfs: List[np.ndarr
     try:
         plot_kernels(layer.groups, cfs, stats, header, out / 'kernels.png', bgr=order == 'BGR', sort=sort, measure=short)
         plot_chromatic_fraction(cfs, stats, f'{path.name}\n{report["verdict"]}', out / 'chromatic_fraction.png',
-                                report['measure_label'], COLOUR_THRESHOLD, seed)
-        plot_colour_frequency(cfs, freqs, f'{path.name}\n{report["verdict"]}', out / 'colour_frequency.png',
-                              report['measure_label'])
+                                short, COLOUR_THRESHOLD, seed)
+        plot_colour_frequency(cfs, freqs, f'{path.name}\n{report["verdict"]}', out / 'colour_frequency.png', short)
         if report['latent']['applicable']:
             w_all = np.concatenate(layer.groups)
             entries = _latent_figure_entries(layer, report['latent'], w_all, np.concatenate(cfs))
             plot_latent(entries, f'{path.name}: conv1 along the leading component of conv1->conv2 connectivity\n'
-                        f'{report["latent"]["summary"]}', out / 'latent.png', order == 'BGR', report['measure_label'])
+                        f'{report["latent"]["summary"]}', out / 'latent.png', order == 'BGR', short)
         write_json(report, out / 'report.json')
     except OSError as e:
         raise KernelsError(f'cannot write into {out} ({e.strerror or _one_line(e)})') from None
