@@ -216,7 +216,8 @@ def test_control_both_kinds_in_every_tower_says_no_split(tmp_path, capsys, style
     r = report(tmp_path / 'r')
     assert r['num_groups'] == n
     assert r['p_value'] > K.ALPHA and r['frequency_p_value'] > K.ALPHA
-    assert r['verdict'].startswith(f'no split detected: not in colour (p = {r["p_value"]:.2g}, ')
+    assert r['verdict'].startswith(f'no split detected: not in colour (p = {r["p_value"]:.2g}), not in spatial frequency')
+    assert r['verdict'].endswith(f'[measure: {r["measure_label"]}]')
 
 
 def test_random_init_kernels_say_no_split(tmp_path, capsys):

@@ -138,7 +138,7 @@ def test_split_verdict_wording():
     from timm_alexnet_split.kernel_compare import split_verdict
     m = 'chromatic fraction of the whole kernel'
     assert split_verdict([0.1, 0.12], 0.7, [0.08, 0.33], 5e-5, m) == \
-        f'towers differ in spatial frequency (0.08 vs 0.33 cycles/px, p < 1e-4), not in colour (p = 0.7, {m})'
+        f'towers differ in spatial frequency (0.08 vs 0.33 cycles/px, p < 1e-4), not in colour (p = 0.7) [measure: {m}]'
     assert split_verdict([0.1, 0.12], 0.7, [0.08, 0.09], 0.4, m).startswith('no split detected: not in colour (p = 0.7')
     assert split_verdict([0.06, 0.74], 1e-5, [0.2, 0.2], 0.5, m).startswith(
         'towers differ in colour, not in spatial frequency (p = 0.5): tower 1 colour-specific (mean 0.74)')

@@ -58,8 +58,9 @@ def split_verdict(cf_means: Sequence[float], cf_p: Optional[float], freq_means: 
     smaller difference is named as negligible. e.g. 'towers differ in spatial frequency (0.08 vs 0.33
     cycles/px, p < 1e-4), not in colour (p = 0.7, chromatic fraction of ...)'.
     """
+    tag = f' [measure: {measure}]'
     if len(cf_means) < 2 or cf_p is None:
-        return verdict(cf_means, cf_p, alpha) + f' [{measure}]'
+        return verdict(cf_means, cf_p, alpha) + tag
     colour = cf_p < alpha and _spread(cf_means) >= MIN_COLOUR_DIFFERENCE
     freq = freq_p is not None and freq_p < alpha and _spread(freq_means) >= MIN_FREQUENCY_DIFFERENCE
     fq = (' vs '.join('n/a' if not np.isfinite(m) else f'{m:.2f}' for m in freq_means)
@@ -69,14 +70,12 @@ def split_verdict(cf_means: Sequence[float], cf_p: Optional[float], freq_means: 
     not_freq = format_p(freq_p) if freq_p is None or freq_p >= alpha else \
         f'{format_p(freq_p)} but means differ by only {_spread(freq_means):.3f} < {MIN_FREQUENCY_DIFFERENCE} cycles/px'
     if colour and freq:
-        return f'towers differ in colour and in spatial frequency: {verdict(cf_means, cf_p, alpha)} [{measure}]; ' \
-               f'frequency {fq}'
+        return f'towers differ in colour and in spatial frequency: {verdict(cf_means, cf_p, alpha)}; frequency {fq}{tag}'
     if colour:
-        return f'towers differ in colour, not in spatial frequency ({not_freq}): ' \
-               f'{verdict(cf_means, cf_p, alpha)} [{measure}]'
+        return f'towers differ in colour, not in spatial frequency ({not_freq}): {verdict(cf_means, cf_p, alpha)}{tag}'
     if freq:
-        return f'towers differ in spatial frequency ({fq}), not in colour ({not_colour}, {measure})'
-    return f'no split detected: not in colour ({not_colour}, {measure}), not in spatial frequency ({not_freq})'
+        return f'towers differ in spatial frequency ({fq}), not in colour ({not_colour}){tag}'
+    return f'no split detected: not in colour ({not_colour}), not in spatial frequency ({not_freq}){tag}'
 
 
 def tower_stats(cf: np.ndarray) -> Dict[str, Any]:

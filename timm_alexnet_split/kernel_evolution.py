@@ -276,7 +276,7 @@ def _evolution_plot(report: Dict[str, Any], path: Path, name: str) -> None:
         ax2.axhline(1 / (report['permutations'] + 1), ls=':', lw=1, color='0.5', label='smallest p this test can give')
         ax2.set_ylim(1e-5, 1.5)
         ax2.set_ylabel('permutation p', fontsize=9)
-        ax2.legend(fontsize=7, loc='lower left', ncol=2, framealpha=0.8)
+        ax2.legend(fontsize=7, loc='best', ncol=2, framealpha=0.8)
         ax2.grid(alpha=0.3)
     axes[-1].set_xlabel('epoch')
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
