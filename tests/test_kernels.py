@@ -520,3 +520,29 @@ def test_runs_as_a_script_without_torch(tmp_path):
     bad = subprocess.run([sys.executable, str(KERNELS_PY), str(tmp_path / 'nothere.onnx')], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith(PREFIX) and bad.stderr.count('\n') == 1
+
+
+STUB_PARENT = '''
+import importlib, sys, types
+pkg = types.ModuleType('timm_alexnet_split')
+pkg.__path__ = [{folder!r}]
+sys.modules['timm_alexnet_split'] = pkg        # the package's __init__ (torch) is never executed
+kernels = importlib.import_module('timm_alexnet_split.kernels')
+rc = kernels.main(sys.argv[1:])
+assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch was imported'
+sys.exit(rc)
+'''
+
+
+def test_loads_under_a_stub_parent_package_without_torch(tmp_path):
+    """As the command line loads it: timm_alexnet_split.kernels under a parent package whose __init__ never runs."""
+    block = tmp_path / 'block'
+    block.mkdir()
+    (block / 'sitecustomize.py').write_text(textwrap.dedent(BLOCK_TORCH))
+    env = {**os.environ, 'PYTHONPATH': str(block), 'MPLBACKEND': 'Agg'}
+    path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'm.onnx')
+    code = STUB_PARENT.format(folder=str(KERNELS_PY.parent))
+    done = subprocess.run([sys.executable, '-c', code, str(path), '--out', str(tmp_path / 'r'), '--permutations', '500'],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'tower 1 colour-specific' in done.stdout and (tmp_path / 'r' / 'latent.png').is_file()
