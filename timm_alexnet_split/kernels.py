@@ -841,22 +841,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description=textwrap.fill(
-            'Measure how colour-specific the first-layer (conv1) kernels of each tower are, from an ONNX file (any '
-            'exporter: one Conv per tower, or one Conv split by the group of the next Conv as in Caffe) or a '
-            '.safetensors state_dict. Per kernel: chromatic fraction 1 - ||PW||^2/||W||^2 (0 grey, 1 no luminance); '
-            'per tower: mean, median, fraction above 0.3; between towers: permutation test and effect size, and a '
-            'one-line verdict. Writes report.json, kernels.png (Figure-3 style) and chromatic_fraction.png into '
-            '--out. With --evolution RUN_DIR it reads a training run\'s conv1/epoch_NNNN.npy snapshots instead and '
-            'writes evolution.gif, evolution.png, evolution.json. Bad input: one line on stderr, exit status 2.', 100),
+            'Read the first layer (conv1) of any CNN from an ONNX file (any exporter: one Conv per tower, or one Conv '
+            'split by the group of the next Conv as in Caffe, at least two channels per group), a .safetensors '
+            'state_dict or a training run folder. Per kernel: chromatic fraction 1 - ||PW||^2/||W||^2 (0 grey, 1 no '
+            'luminance) of the whole kernel, its low-pass part, its strongest Fourier components and (run folders) '
+            'W - W0, and the spatial frequency of its luminance part. Between towers: permutation tests and effect '
+            'sizes on both axes and a one-line verdict naming what the towers differ in (colour, frequency, both, '
+            'nothing). Latent branches: SVD of the conv1 -> conv2 connectivity against chromatic fraction and '
+            'frequency (whole conv1, or within each tower). Writes report.json, kernels.png (Figure-3 style), '
+            'chromatic_fraction.png, colour_frequency.png and latent.png into --out. With --evolution RUN_DIR it '
+            'reads a training run\'s conv1/epoch_NNNN.npy snapshots instead and writes evolution.gif, evolution.png, '
+            'evolution.json. Bad input: one line on stderr, exit status 2. Definitions: docs/kernels.md.', 100),
         epilog='examples:\n'
                '  timm-alexnet-split kernels exports/alexnet_split_2.onnx --sort\n'
                '  timm-alexnet-split kernels bvlcalexnet-12.onnx --bgr --out bvlc_kernels\n'
+               '  timm-alexnet-split kernels runs/demo --measure trained\n'
                '  timm-alexnet-split kernels --evolution runs/demo --out runs/demo/kernel_evolution',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('file', nargs='?', type=Path, help='model: .onnx, or .safetensors holding conv1 weights')
+    parser.add_argument('file', nargs='?', type=Path, help='model: .onnx, .safetensors holding conv1 (and conv2) '
+                                                           'weights, or a training run folder (its last epoch)')
     parser.add_argument('--evolution', type=Path, metavar='RUN_DIR',
                         help='training run folder with conv1/epoch_NNNN.npy and conv1/towers.json (instead of FILE)')
     parser.add_argument('--out', type=Path, metavar='DIR', help='output folder (default: <stem>_kernels/ next to FILE, '
+                                                 'RUN_DIR/kernels/ for a run folder, '
                                                  'RUN_DIR/kernel_evolution/ with --evolution)')
     parser.add_argument('--groups', type=int, metavar='N', help='split conv1\'s kernels, in order, into N towers '
                                                                 '(overrides the graph and metadata)')
@@ -871,9 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f'significance level of the verdict (default {ALPHA})')
     parser.add_argument('--measure', choices=['auto', *sorted(MEASURES)], default=DEFAULT_MEASURE,
                         help='which chromatic fraction the verdict and figures use: plain (whole kernel), lowpass '
-                             '(its low-pass part: sees through fitted noise), trained (W - W0; a run folder or '
-                             '--evolution with epoch 0); auto (default): lowpass where the kernels are large enough '
-                             '(7x7 and up at 0.25), else plain. All are reported.')
+                             '(its low-pass part), band (its strongest Fourier components, as many as the low-pass '
+                             'keeps), trained (W - W0; a run folder or --evolution with epoch 0); auto (default): '
+                             'band where kernels are 7x7 or larger (at 0.25), else plain. All are reported.')
     parser.add_argument('--cutoff', type=float, default=LOW_PASS_CUTOFF, metavar='F',
                         help=f'low-pass cut-off in cycles per pixel (default {LOW_PASS_CUTOFF}; 0 < F <= 0.71)')
     parser.add_argument('--quiet', action='store_true', help='print nothing on success')
