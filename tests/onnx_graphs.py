@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -25,15 +25,17 @@ OPSET = 17
 _ANY4 = ['batch', 'channels', 'height', 'width']
 
 
-def grey_kernels(n: int, size: int = 11, seed: int = 0, colour: float = 0.0) -> np.ndarray:
-    """Gabor-like gratings, the same in R, G and B; ``colour`` adds up to that much per-channel noise."""
+def grey_kernels(n: int, size: int = 11, seed: int = 0, colour: float = 0.0,
+                 freq: Tuple[float, float] = (0.1, 0.35)) -> np.ndarray:
+    """Gabor-like gratings (frequency uniform in ``freq`` cycles/px), the same in R, G and B; ``colour`` adds up to
+    that much per-channel noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     out = np.empty((n, 3, size, size), np.float32)
     for i in range(n):
-        theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.1, 0.35), rng.uniform(0, 2 * np.pi)
+        theta, f, phase = rng.uniform(0, np.pi), rng.uniform(*freq), rng.uniform(0, 2 * np.pi)
         u = xx * np.cos(theta) + yy * np.sin(theta)
-        g = np.cos(2 * np.pi * freq * u + phase) * np.exp(-(xx ** 2 + yy ** 2) / (2 * (size / 4) ** 2))
+        g = np.cos(2 * np.pi * f * u + phase) * np.exp(-(xx ** 2 + yy ** 2) / (2 * (size / 4) ** 2))
         out[i] = g[None] + rng.uniform(0, colour) * rng.standard_normal((3, size, size)) * np.abs(g).max()
     return 0.01 * out / np.abs(out).max(axis=(1, 2, 3), keepdims=True)
 
@@ -72,14 +74,17 @@ def _image_input(name: str, channels: int = 3, size: int = 227) -> onnx.ValueInf
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ['batch', channels, size, size])
 
 
-def _stem(x: str, w: np.ndarray, out_name: str, inits: list, names: Dict[str, str], group: int = 1, seed: int = 0) -> list:
-    """conv1 (given weights), Relu, LRN, MaxPool, conv2 (random weights, ``group``), Relu -> out_name.
+def _stem(x: str, w: np.ndarray, out_name: str, inits: list, names: Dict[str, str], group: int = 1, seed: int = 0,
+          conv2_w: Optional[np.ndarray] = None) -> list:
+    """conv1 (given weights), Relu, LRN, MaxPool, conv2 (``conv2_w`` or random weights, ``group``), Relu -> out_name.
 
     ``names`` maps conv1_w, conv1_b, conv2_w to initializer names and ``node`` to a node-name prefix ('' leaves
     the nodes unnamed, as in the Model Zoo's bvlcalexnet).
     """
     k = w.shape[0]
-    conv2_w = (0.01 * np.random.default_rng(seed).standard_normal((8 * group, k // group, 5, 5))).astype(np.float32)
+    if conv2_w is None:
+        conv2_w = 0.01 * np.random.default_rng(seed).standard_normal((8 * group, k // group, 5, 5))
+    conv2_w = np.asarray(conv2_w, np.float32)
     inits += [numpy_helper.from_array(np.asarray(w, np.float32), names['conv1_w']),
               numpy_helper.from_array(np.zeros(k, np.float32), names['conv1_b']),
               numpy_helper.from_array(conv2_w, names['conv2_w'])]
@@ -94,32 +99,35 @@ def _stem(x: str, w: np.ndarray, out_name: str, inits: list, names: Dict[str, st
         helper.make_node('MaxPool', [f'{v}norm1'], [f'{v}pool1'], name=node('pool1/MaxPool'),
                          kernel_shape=[3, 3], strides=[2, 2]),
         helper.make_node('Conv', [f'{v}pool1', names['conv2_w']], [f'{v}conv2'], name=node('conv2/Conv'),
-                         kernel_shape=[5, 5], pads=[2, 2, 2, 2], group=group),
+                         kernel_shape=list(conv2_w.shape[2:]), pads=[2, 2, 2, 2], group=group),
         helper.make_node('Relu', [f'{v}conv2'], [out_name], name=node('act2/Relu')),
     ]
 
 
 def caffe_style_graph(conv1_w: np.ndarray, groups: int, metadata: Optional[Dict[str, str]] = None,
-                      input_name: str = 'data_0') -> onnx.ModelProto:
-    """One ungrouped conv1 whose output channels are split by conv2's ``group=groups`` (bvlcalexnet-like)."""
+                      input_name: str = 'data_0', conv2_w: Optional[np.ndarray] = None) -> onnx.ModelProto:
+    """One ungrouped conv1 whose output channels are split by conv2's ``group=groups`` (bvlcalexnet-like);
+    ``conv2_w`` (units, channels per group, 5, 5) sets conv2's weights (default: random)."""
     inits: list = []
     names = {'conv1_w': 'conv1_w_0', 'conv1_b': 'conv1_b_0', 'conv2_w': 'conv2_w_0', 'node': ''}
-    nodes = _stem(input_name, conv1_w, 'conv2_out', inits, names, group=groups)
+    nodes = _stem(input_name, conv1_w, 'conv2_out', inits, names, group=groups, conv2_w=conv2_w)
     return _model(nodes, [_image_input(input_name)],
                   [helper.make_tensor_value_info('conv2_out', TensorProto.FLOAT, _ANY4)], inits, metadata, 'caffe_style')
 
 
 def tower_style_graph(conv1_ws: Sequence[np.ndarray], metadata: Optional[Dict[str, str]] = None,
-                      input_name: str = 'input') -> onnx.ModelProto:
+                      input_name: str = 'input', conv2_ws: Optional[Sequence[np.ndarray]] = None) -> onnx.ModelProto:
     """One Conv per tower (initializers ``towers.{i}.conv1.weight``), all reading the image; towers meet at conv3."""
     inits: list = []
     nodes: list = []
     for i, w in enumerate(conv1_ws):
         names = {'conv1_w': f'towers.{i}.conv1.weight', 'conv1_b': f'towers.{i}.conv1.bias',
                  'conv2_w': f'towers.{i}.conv2.weight', 'node': f'/towers.{i}/'}
-        nodes += _stem(input_name, w, f'tower{i}_conv2', inits, names, seed=i)
+        nodes += _stem(input_name, w, f'tower{i}_conv2', inits, names, seed=i,
+                       conv2_w=None if conv2_ws is None else conv2_ws[i])
     n = len(conv1_ws)
-    inits.append(numpy_helper.from_array(np.zeros((8, 8 * n, 3, 3), np.float32), 'conv3.weight'))
+    width = sum(t.dims[0] for t in inits if t.name.endswith('conv2.weight'))
+    inits.append(numpy_helper.from_array(np.zeros((8, width, 3, 3), np.float32), 'conv3.weight'))
     nodes += [helper.make_node('Concat', [f'tower{i}_conv2' for i in range(n)], ['cat'], name='/Concat', axis=1),
               helper.make_node('Conv', ['cat', 'conv3.weight'], ['conv3'], name='/conv3/Conv', kernel_shape=[3, 3], pads=[1] * 4)]
     return _model(nodes, [_image_input(input_name)], [helper.make_tensor_value_info('conv3', TensorProto.FLOAT, _ANY4)],

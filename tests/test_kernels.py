@@ -163,14 +163,22 @@ def test_verdict_wording():
 def check_split(out: Path, colour_tower: int, expected_groups) -> dict:
     r = report(out)
     assert r['num_groups'] == len(expected_groups)
+    assert r['measure'] == 'band' and '0.25 cycles/px' in r['measure_label'] and r['measure_label'] in r['verdict']
     for g, w in zip(r['groups'], expected_groups):
         assert g['kernels'] == len(w)
-        np.testing.assert_allclose(g['chromatic_fraction'], K.chromatic_fraction(w), atol=1e-6)
-        assert g['mean'] == pytest.approx(float(K.chromatic_fraction(w).mean()), abs=1e-6)
-        assert g['fraction_above_0_3'] == pytest.approx(float((K.chromatic_fraction(w) > 0.3).mean()))
+        np.testing.assert_allclose(g['chromatic_fraction_plain'], K.chromatic_fraction(w), atol=1e-6)
+        np.testing.assert_allclose(g['chromatic_fraction_lowpass'], K.chromatic_fraction(K.low_pass(w, 0.25)), atol=1e-6)
+        cf = K.band_chromatic_fraction(w, 21)   # 11x11 kernels: 21 components at <= 0.25 cycles/px
+        np.testing.assert_allclose(g['chromatic_fraction_band'], cf, atol=1e-6)
+        np.testing.assert_allclose(g['chromatic_fraction'], cf, atol=1e-6)
+        assert g['mean'] == pytest.approx(float(cf.mean()), abs=1e-6)
+        assert g['fraction_above_0_3'] == pytest.approx(float((cf > 0.3).mean()))
+    for m in ('plain', 'lowpass', 'band'):
+        assert r['measures'][m]['p_value'] < 1e-3
+        assert r['measures'][m]['towers'][colour_tower]['mean'] > 0.6
     assert r['p_value'] < 1e-3 and r['effect_size'] is not None
-    assert r['verdict'].startswith(f'tower {colour_tower} colour-specific')
-    assert 'colour-agnostic' in r['verdict']
+    assert r['verdict'].startswith('towers differ in colour')
+    assert f'tower {colour_tower} colour-specific' in r['verdict'] and 'colour-agnostic' in r['verdict']
     return r
 
 
@@ -207,8 +215,9 @@ def test_control_both_kinds_in_every_tower_says_no_split(tmp_path, capsys, style
     assert rc == 0, err
     r = report(tmp_path / 'r')
     assert r['num_groups'] == n
-    assert r['p_value'] > K.ALPHA
-    assert r['verdict'] == f'no split detected (p = {r["p_value"]:.2g})'
+    assert r['p_value'] > K.ALPHA and r['frequency_p_value'] > K.ALPHA
+    assert r['verdict'].startswith(f'no split detected: not in colour (p = {r["p_value"]:.2g}), not in spatial frequency')
+    assert r['verdict'].endswith(f'[measure: {r["measure_label"]}]')
 
 
 def test_random_init_kernels_say_no_split(tmp_path, capsys):
@@ -216,7 +225,8 @@ def test_random_init_kernels_say_no_split(tmp_path, capsys):
     assert run([path, '--out', tmp_path / 'r'] + FAST, capsys)[0] == 0
     r = report(tmp_path / 'r')
     assert r['verdict'].startswith('no split detected')
-    assert all(abs(g['mean'] - 2 / 3) < 0.03 for g in r['groups'])  # random 3-channel kernels: 2/3 expected
+    assert all(abs(t['mean'] - 2 / 3) < 0.03 for t in r['measures']['plain']['towers'])  # random kernels: 2/3
+    assert all(abs(g['mean'] - 2 / 3) < 0.06 for g in r['groups'])  # low-pass: fewer components, the same 2/3
 
 
 def test_metadata_sets_tower_order_when_consistent(tmp_path, capsys):
@@ -228,7 +238,7 @@ def test_metadata_sets_tower_order_when_consistent(tmp_path, capsys):
     assert run([path, '--out', tmp_path / 'r'] + FAST, capsys)[0] == 0
     r = report(tmp_path / 'r')
     assert r['groups'][0]['source'] == '/towers.1/conv1/Conv'
-    assert r['verdict'].startswith('tower 0 colour-specific') and 'metadata' in r['grouping'] and not r['warnings']
+    assert 'tower 0 colour-specific' in r['verdict'] and 'metadata' in r['grouping'] and not r['warnings']
 
 
 def test_inconsistent_metadata_is_ignored_with_a_warning(tmp_path, capsys):
@@ -238,7 +248,7 @@ def test_inconsistent_metadata_is_ignored_with_a_warning(tmp_path, capsys):
     rc, _, err = run([path, '--out', tmp_path / 'r', '--permutations', '2000'], capsys)
     assert rc == 0
     r = report(tmp_path / 'r')
-    assert r['num_groups'] == 2 and r['verdict'].startswith('tower 1 colour-specific')
+    assert r['num_groups'] == 2 and 'tower 1 colour-specific' in r['verdict']
     assert len(r['warnings']) == 2 and err.count('warning:') == 2
 
 
@@ -251,7 +261,7 @@ def test_metadata_splits_a_single_ungrouped_conv(tmp_path, capsys):
     meta = save(caffe_style_graph(w, groups=1, metadata={'num_towers': '2', 'channel_order': 'BGR'}), tmp_path / 'meta.onnx')
     assert run([meta, '--out', tmp_path / 'r2'] + FAST, capsys)[0] == 0
     r = report(tmp_path / 'r2')
-    assert r['num_groups'] == 2 and r['channel_order'] == 'BGR' and r['verdict'].startswith('tower 0 colour-specific')
+    assert r['num_groups'] == 2 and r['channel_order'] == 'BGR' and 'tower 0 colour-specific' in r['verdict']
 
 
 def test_groups_option_overrides_the_graph(tmp_path, capsys):
@@ -260,7 +270,7 @@ def test_groups_option_overrides_the_graph(tmp_path, capsys):
     assert run([path, '--out', tmp_path / 'r', '--groups', '4'] + FAST, capsys)[0] == 0
     r = report(tmp_path / 'r')
     assert r['num_groups'] == 4 and [g['kernels'] for g in r['groups']] == [24] * 4
-    assert r['verdict'].startswith('towers 1 and 3 colour-specific') and '--groups 4' in r['grouping']
+    assert ': towers 1 and 3 colour-specific' in r['verdict'] and '--groups 4' in r['grouping']
 
 
 def test_external_data_inside_the_model_folder_is_read(tmp_path, capsys):
@@ -294,7 +304,8 @@ def test_report_and_figures(tmp_path, capsys):
     assert rc == 0
     folder = tmp_path / 'model_kernels'   # the default --out
     assert {p.parts[0] for p in snapshot(tmp_path) - before} == {'model_kernels'}
-    assert sorted(p.name for p in folder.iterdir()) == ['chromatic_fraction.png', 'kernels.png', 'report.json']
+    assert sorted(p.name for p in folder.iterdir()) == ['chromatic_fraction.png', 'colour_frequency.png', 'kernels.png',
+                                                        'latent.png', 'report.json']
     r = report(folder)
     for key in ('num_groups', 'groups', 'p_value', 'effect_size', 'verdict'):
         assert key in r
@@ -469,7 +480,7 @@ def test_evolution_gif_plot_and_json(tmp_path, capsys):
     assert abs(grey_mean[0] - colour_mean[0]) < 0.1 and grey_mean[-1] < 0.3 < colour_mean[-1]
     assert np.all(np.diff(grey_mean) < 0)
     assert ev['p_value'][0] > 0.01 and ev['p_value'][-1] < 1e-3
-    assert ev['final_verdict'].startswith('tower 1 colour-specific')
+    assert ev['final_verdict'].startswith('towers differ in colour') and 'tower 1 colour-specific' in ev['final_verdict']
     with Image.open(folder / 'evolution.gif') as im:
         assert im.n_frames == 5 and im.is_animated
     with Image.open(folder / 'evolution.png') as im:
@@ -505,7 +516,33 @@ def test_runs_as_a_script_without_torch(tmp_path):
         done = subprocess.run([sys.executable, str(KERNELS_PY), str(target), '--out', str(tmp_path / target.stem),
                                '--permutations', '2000'], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        assert 'verdict: tower 1 colour-specific' in done.stdout
+        assert 'verdict: towers differ in colour' in done.stdout and 'tower 1 colour-specific' in done.stdout
     bad = subprocess.run([sys.executable, str(KERNELS_PY), str(tmp_path / 'nothere.onnx')], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith(PREFIX) and bad.stderr.count('\n') == 1
+
+
+STUB_PARENT = '''
+import importlib, sys, types
+pkg = types.ModuleType('timm_alexnet_split')
+pkg.__path__ = [{folder!r}]
+sys.modules['timm_alexnet_split'] = pkg        # the package's __init__ (torch) is never executed
+kernels = importlib.import_module('timm_alexnet_split.kernels')
+rc = kernels.main(sys.argv[1:])
+assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch was imported'
+sys.exit(rc)
+'''
+
+
+def test_loads_under_a_stub_parent_package_without_torch(tmp_path):
+    """As the command line loads it: timm_alexnet_split.kernels under a parent package whose __init__ never runs."""
+    block = tmp_path / 'block'
+    block.mkdir()
+    (block / 'sitecustomize.py').write_text(textwrap.dedent(BLOCK_TORCH))
+    env = {**os.environ, 'PYTHONPATH': str(block), 'MPLBACKEND': 'Agg'}
+    path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'm.onnx')
+    code = STUB_PARENT.format(folder=str(KERNELS_PY.parent))
+    done = subprocess.run([sys.executable, '-c', code, str(path), '--out', str(tmp_path / 'r'), '--permutations', '500'],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'tower 1 colour-specific' in done.stdout and (tmp_path / 'r' / 'latent.png').is_file()
