@@ -112,3 +112,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_new_file_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatch):
+    dest = tmp_path / 'last.pth.tar'
+    dest.write_text('old')
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: (events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}'))), real_fsync(fd)))
+    monkeypatch.setattr(os, 'replace', lambda a, b: (events.append(('replace', str(a))), real_replace(a, b)))
+    with replace_when_done(dest, True, 'while saving') as tmp:
+        tmp.write_text('new')
+    assert events == [('fsync', os.path.realpath(tmp)), ('replace', str(tmp))] and dest.read_text() == 'new'

@@ -64,6 +64,12 @@ def _remove_quietly(path: Path, what: str, tree: bool = False) -> None:
             print(f'note: could not remove the {what} {path} ({_why(e)})', file=sys.stderr)
 
 
+def _fsync(path: Path) -> None:
+    """The file's data on disk before it replaces the old file (else a crash can leave an empty file in its place)."""
+    with open(path, 'rb+') as f:
+        os.fsync(f.fileno())
+
+
 def _create(tmp: Path, folder: bool) -> None:
     """An empty file or folder at ``tmp`` (with the usual mode, not tempfile's 0600 / 0700)."""
     if not folder:
@@ -109,7 +115,8 @@ def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: boo
         folder: the output is a folder: the temporary path is an empty folder to fill, and it can replace only a
             ``dest`` that is missing or an empty folder (a folder with files in it is never replaced).
 
-    The temporary file is created before the block runs, so an unwritable place is reported before any work.
+    The temporary file is created before the block runs, so an unwritable place is reported before any work, and
+    is synced to disk before it replaces ``dest``.
     An OSError (disk full, no permission, read-only file system) becomes a one-line UserError; cleaning up never
     replaces the error that ended the block.
     """
@@ -127,6 +134,8 @@ def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: boo
             yield tmp
             if dest.exists() and not overwrite:
                 raise UserError(f'{dest} appeared {during}; use --force to replace it')
+            if not folder:
+                _fsync(tmp)
             os.replace(tmp, dest)
             done = True
         except OSError as e:
