@@ -222,11 +222,14 @@ def test_every_accepted_opset_exports_and_verifies_at_a_size_other_than_224(tmp_
 @pytest.mark.parametrize('opset', [7, MIN_OPSET - 1, 'newest + 1'])
 def test_opsets_that_cannot_be_written_are_refused_before_the_export(tmp_path, capsys, monkeypatch, opset):
     opset = ort_limits()[1] + 1 if opset == 'newest + 1' else opset
-    monkeypatch.setattr(export_module, '_to_onnx', lambda *a: pytest.fail('exported before refusing the opset'))
+    monkeypatch.setattr(export_module, 'create_split_model', lambda *a, **k: pytest.fail('built the model before refusing'))
     code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--opset', opset, '--output', tmp_path / 'x.onnx')
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f'opset {opset}' in err and f'choose {MIN_OPSET}..{ort_limits()[1]}' in err
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export_module, '_to_onnx', lambda *a: pytest.fail('exported before refusing the opset'))
+    with pytest.raises(UserError, match=f'opset {opset} '):
+        export_onnx(small(), tmp_path / 'x.onnx', opset=opset)
 
 
 @pytest.mark.parametrize('name,kwargs,lrn_form,op', [

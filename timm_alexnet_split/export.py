@@ -676,6 +676,7 @@ def main(argv: List[str]) -> int:
     from .checkpoint import ModelInfo, load_into, read_checkpoint, read_run, sha256_file, state_dict_kwargs
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError('--num-classes must be >= 0 (0 exports the pre-logits features, the output of fc7)')
+    _check_opset(args.opset)  # before any loading
     run = read_run(args.run) if args.run else None
     if args.model and run and run.model and run.model != args.model:
         raise UserError(f'--model {args.model} differs from {run.model} in {run.run_dir / "args.yaml"}; drop --model')
