@@ -10,6 +10,8 @@ tower and layer), then is tidied for readers (Netron) and for the ``kernels`` to
   where the exporter shared or dropped equal (e.g. all-zero) tensors;
 - the batch axis is dynamic; the IR version is the lowest the opset needs (onnx 1.23 would write 14,
   which onnxruntime 1.31 refuses), checked against what the installed onnxruntime loads;
+- another opset (``opset``: MIN_OPSET up to the newest the installed onnxruntime loads) comes from onnx's
+  version converter, helped where it has no adapter (see ``_convert_opset``);
 - ``metadata_props``: architecture, num_towers, conv1_nodes, channel_order, mean, std, input_size,
   lrn, package_version, and class_names / checkpoint_sha256 when known.
 
