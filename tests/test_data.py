@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torchvision
 from timm.data import create_dataset
+from unwritable import KINDS, unwritable_folder
 
 from timm_alexnet_split import data
 from timm_alexnet_split.cli import main as cli
@@ -249,3 +250,24 @@ def test_prepare_catsdogs_refuses(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli(['prepare-catsdogs', str(src), str(tmp_path / 'new'), '--copy', '--symlink'])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_prepare_catsdogs_into_an_unwritable_place_is_one_line(tmp_path, capsys, kind):
+    src = _kaggle(tmp_path, 4, 4)
+    with unwritable_folder(tmp_path, kind) as folder:
+        for out in (folder / 'split', folder / 'new' / 'split'):
+            assert cli(['prepare-catsdogs', str(src), str(out), '--allow-partial']) == 2
+            err = capsys.readouterr().err
+            assert err.count('\n') == 1 and 'Traceback' not in err and f'cannot write {out}' in err, err
+    assert len(list(src.iterdir())) == 10
+
+
+def test_prepare_catsdogs_output_has_the_usual_mode_and_no_leftovers(tmp_path):
+    src = _kaggle(tmp_path, 4, 4)
+    out = tmp_path / 'made' / 'split'
+    assert cli(['prepare-catsdogs', str(src), str(out), '--allow-partial']) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~mask  # not tempfile.mkdtemp's 0700
+    assert [p.name for p in out.parent.iterdir()] == ['split']

@@ -22,12 +22,14 @@ import torch
 import yaml
 from onnx.helper import find_min_ir_version_for
 from safetensors.torch import save_file
+from unwritable import KEPT, KINDS, unwritable_folder
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import cli
+from timm_alexnet_split import export as export_module
 from timm_alexnet_split.checkpoint import find_run_checkpoint, load_checkpoint_file, load_into, read_checkpoint, read_run
 from timm_alexnet_split.errors import UserError
-from timm_alexnet_split.export import DEFAULT_TOLERANCE, export_onnx, ort_limits
+from timm_alexnet_split.export import DEFAULT_TOLERANCE, MIN_OPSET, export_onnx, ort_limits
 
 REQUIRED_METADATA = ('architecture', 'num_towers', 'conv1_nodes', 'channel_order', 'mean', 'std', 'input_size',
                      'package_version', 'lrn')
@@ -175,6 +177,87 @@ def test_every_opset_we_write_is_loaded_by_onnxruntime(tmp_path):
     x = images(2, model)
     with torch.inference_mode():
         assert rel_err(run_ort(path, x), model(x)) <= DEFAULT_TOLERANCE
+
+
+@pytest.fixture
+def one_torch_export(monkeypatch):
+    """torch.onnx's export (the slow part) once per model and input shape in a test; each export_onnx call still
+    tidies, converts, checks, writes and verifies its own copy."""
+    made = {}
+    real = export_module._to_onnx
+
+    def cached(model, x):
+        key = (id(model), tuple(x.shape), tuple(m.onnx_form for m in model.modules() if hasattr(m, 'onnx_form')))
+        if key not in made:
+            made[key] = real(model, x)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(made[key])
+        return copy
+
+    monkeypatch.setattr(export_module, '_to_onnx', cached)
+    return made
+
+
+@pytest.mark.slow  # 13 opsets: ~4 s each on 2 loaded cores, one torch export shared
+def test_every_accepted_opset_exports_and_verifies_at_a_size_other_than_224(tmp_path, one_torch_export):
+    """At 96 px pool5 is 2x2 and the adaptive pool to 6x6 exports a ReduceMean, whose opset-18 flag
+    noop_with_empty_axes onnx's converter used to carry into opsets 14-17 (the checker then failed)."""
+    max_ir, max_opset = ort_limits()
+    model = small(fc_width=64, global_pool='', num_classes=3)
+    x = images(2, model)[..., :96, :96]
+    with torch.inference_mode():
+        ref = model(x)
+    for opset in range(MIN_OPSET, max_opset + 1):
+        path = tmp_path / f'opset{opset}.onnx'
+        report = export_onnx(model, path, opset=opset, input_size=(3, 96, 96))
+        m = onnx.load(str(path))
+        assert report['opset'] == opset == next(o.version for o in m.opset_import if o.domain == '')
+        assert m.ir_version == report['ir_version'] == find_min_ir_version_for(list(m.opset_import)) <= max_ir
+        assert report['max_rel_err'] <= DEFAULT_TOLERANCE and 'ReduceMean' in [n.op_type for n in m.graph.node]
+        assert rel_err(run_ort(path, x), ref) <= DEFAULT_TOLERANCE
+        path.unlink()
+    assert len(one_torch_export) == 1
+
+
+@pytest.mark.parametrize('opset', [7, MIN_OPSET - 1, 'newest + 1'])
+def test_opsets_that_cannot_be_written_are_refused_before_the_export(tmp_path, capsys, monkeypatch, opset):
+    opset = ort_limits()[1] + 1 if opset == 'newest + 1' else opset
+    monkeypatch.setattr(export_module, 'create_split_model', lambda *a, **k: pytest.fail('built the model before refusing'))
+    code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--opset', opset, '--output', tmp_path / 'x.onnx')
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f'opset {opset}' in err and f'choose {MIN_OPSET}..{ort_limits()[1]}' in err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export_module, '_to_onnx', lambda *a: pytest.fail('exported before refusing the opset'))
+    with pytest.raises(UserError, match=f'opset {opset} '):
+        export_onnx(small(), tmp_path / 'x.onnx', opset=opset)
+
+
+@pytest.mark.parametrize('name,kwargs,lrn_form,op', [
+    ('alexnet_split_3', {}, 'ops', 'Pow'),  # no Pow 15 -> 14 adapter in onnx's converter
+    ('alexnet_split_2.bvlc_in1k', {'num_classes': 0}, 'node', 'Split'),  # LRN over all towers: Split, no 18 -> 17
+])
+def test_the_lowest_opset_holds_every_graph_form(tmp_path, name, kwargs, lrn_form, op):
+    model = small(name, **{'fc_width': 64, 'global_pool': '', **kwargs})
+    path = tmp_path / 'low.onnx'
+    report = export_onnx(model, path, opset=MIN_OPSET, lrn_form=lrn_form, input_size=(3, 100, 100))
+    m = onnx.load(str(path))
+    assert report['opset'] == MIN_OPSET and op in [n.op_type for n in m.graph.node]
+    assert report['max_rel_err'] <= DEFAULT_TOLERANCE
+
+
+def test_a_one_channel_model_exports_from_a_plain_state_dict(tmp_path, capsys):
+    """The pretrained_cfg says 3 channels and 3 means; the export follows the model's in_chans (timm's loader averages
+    the means for one channel), instead of failing inside torch.export."""
+    model = timm.create_model('alexnet_split_1', num_classes=2, fc_width=64, in_chans=1)
+    torch.save(model.state_dict(), tmp_path / 'gray.pth')
+    code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--checkpoint', tmp_path / 'gray.pth',
+                           '--output', tmp_path / 'gray.onnx')
+    assert code == 0, err
+    md = meta(onnx.load(str(tmp_path / 'gray.onnx')))
+    assert json.loads(md['input_size']) == [1, 224, 224] and md['channel_order'] == 'L'
+    assert json.loads(md['mean']) == pytest.approx([float(np.mean(model.pretrained_cfg['mean']))])
+    with pytest.raises(UserError, match='the model takes 1'):
+        export_onnx(model, tmp_path / 'x.onnx', input_size=(3, 224, 224))
 
 
 def test_ir_limit_is_where_onnxruntime_stops_loading():
@@ -412,6 +495,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, m
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'exports').exists()
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_an_unwritable_output_is_one_line_before_the_export(tmp_path, capsys, monkeypatch, kind):
+    """A read-only folder (for root too) or a path under a file: exit 2, one line, no traceback, no work done first."""
+    monkeypatch.setattr(export_module, '_to_onnx', lambda *a: pytest.fail('exported before finding the output unwritable'))
+    with unwritable_folder(tmp_path, kind) as folder:
+        for out in (folder / 'model.onnx', folder / 'new' / 'model.onnx'):
+            code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--num-classes', 2, '--output', out, '--force')
+            assert code == 2 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
+            assert f'cannot write {out}' in err
+        if kind == 'read-only':
+            code, _, err = cli_run(capsys, '--model', 'alexnet_split_1', '--output', folder / KEPT, '--force')
+            assert code == 2 and f'cannot write {folder / KEPT}' in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys):
+    """`echo hello > x.pth.tar`: torch.load's pickle reader fails with KeyError: 101 (the byte 'e')."""
+    (tmp_path / 'x.pth.tar').write_text('hello\n')
+    code, _, err = cli_run(capsys, '--checkpoint', tmp_path / 'x.pth.tar', '--output', tmp_path / 'x.onnx')
+    assert code == 2 and len(err.strip().splitlines()) == 1 and 'x.pth.tar' in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['x.pth.tar']
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):

@@ -18,6 +18,7 @@ import torch
 from bvlc_graphs import bvlc_model, bvlc_weights, no_conv_model
 from safetensors import safe_open
 from safetensors.torch import load_file
+from unwritable import KINDS, unwritable_folder
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import zoo
@@ -212,3 +213,28 @@ def test_cli_never_overwrites_without_force(tmp_path, zoo12, capsys):
     copy = tmp_path / 'same.safetensors'
     shutil.copy(out, copy)
     assert 'overwrite the input' in _run_bad([str(copy), '-o', str(copy), '--force'], capsys)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_an_unwritable_output_is_one_line_before_the_import(tmp_path, capsys, monkeypatch, kind):
+    """-o into a read-only folder (for root too) or under a file: exit 2, one line, before the graph is read."""
+    src = tmp_path / 'bvlcalexnet-12.onnx'
+    src.write_bytes(b'never read')
+    monkeypatch.setattr(zoo, 'import_bvlc_onnx', lambda *a, **k: pytest.fail('imported before checking the output'))
+    with unwritable_folder(tmp_path, kind) as folder:
+        for out in (folder / 'w.safetensors', folder / 'new' / 'w.safetensors'):
+            err = _run_bad([str(src), '-o', str(out), '--force'], capsys)
+            assert f'cannot write {out}' in err or 'does not exist' in err
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_save_safetensors_into_an_unwritable_place_is_a_user_error(tmp_path, kind):
+    """safetensors' own save_file raised SafetensorError there (not an OSError): now one UserError."""
+    class Report:
+        def metadata(self):
+            return {'source': 'test'}
+    with unwritable_folder(tmp_path, kind) as folder:
+        with pytest.raises(UserError, match='cannot write'):
+            zoo.save_safetensors({'w': torch.zeros(2)}, Report(), str(folder / 'w.safetensors'), force=True)
+    out = zoo.save_safetensors({'w': torch.ones(2)}, Report(), str(tmp_path / 'w.safetensors'))
+    assert load_file(str(out))['w'].tolist() == [1.0, 1.0] and safe_open(str(out), 'pt').metadata()['source'] == 'test'

@@ -381,6 +381,29 @@ def _kaggle_key(name: str) -> Tuple[int, str]:
     return (int(m.group(2)) if m else -1, name)
 
 
+def _write_catsdogs(src: Path, dest: Path, split: Dict[str, Dict[str, List[str]]], mode: str, note: Optional[str],
+                    skipped: List[str]) -> None:
+    """Fill the empty folder ``dest`` with the split (symlinks to or copies of ``src``'s files) and split.json."""
+    from tqdm import tqdm
+    total = sum(len(v) for part in split.values() for v in part.values())
+    with tqdm(total=total, desc=mode, unit='file', leave=False) as bar:
+        for part, classes in split.items():
+            for c, files in classes.items():
+                (dest / part / c).mkdir(parents=True)
+                for name in files:
+                    if mode == 'copy':
+                        shutil.copy2(src / name, dest / part / c / name)
+                    else:
+                        os.symlink(src / name, dest / part / c / name)
+                    bar.update()
+    record = dict(source=str(src), mode=mode, seed=CATSDOGS_SEED,
+                  rule='per class: names sorted by number, permuted by numpy default_rng([seed, class index]) '
+                       '(cat 0, dog 1), the first V to validation, the rest to train',
+                  counts={p: {c: len(v) for c, v in cl.items()} for p, cl in split.items()},
+                  partial=note, skipped=skipped, validation=split['validation'])
+    (dest / 'split.json').write_text(json.dumps(record, indent=1) + '\n')
+
+
 def prepare_catsdogs_main(argv: List[str]) -> int:
     """``timm-alexnet-split prepare-catsdogs KAGGLE_TRAIN_DIR OUT_DIR [--copy|--symlink] [--allow-partial]``."""
     parser = argparse.ArgumentParser(
@@ -402,17 +425,23 @@ def prepare_catsdogs_main(argv: List[str]) -> int:
                         help='accept a folder without all 25,000 images: the validation share is scaled (and said so)')
     parser.set_defaults(mode='symlink')
     args = parser.parse_args(argv)
-    from tqdm import tqdm
+    from .atomic import replace_when_done
 
     src, out = Path(args.src).expanduser().absolute(), Path(args.out).expanduser().absolute()
     if not src.is_dir():
         raise UserError(f'{args.src} is not a folder; pass Kaggle\'s unpacked train folder (cat.0.jpg ... dog.12499.jpg)')
-    names = sorted(e.name for e in src.iterdir())
+    try:
+        names = sorted(e.name for e in src.iterdir())
+    except OSError as e:
+        raise UserError(f'cannot read {src}: {e.strerror or e}') from None
     if not any(_KAGGLE_NAME.match(n) for n in names):
         hint = ' (it holds a train/ folder: pass that)' if (src / 'train').is_dir() else ''
         raise UserError(f'no cat.N.jpg / dog.N.jpg files in {src}{hint}')
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f'{out} exists and is not an empty folder; choose a new OUT_DIR')
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f'{out} exists and is not an empty folder; choose a new OUT_DIR')
+    except OSError as e:
+        raise UserError(f'cannot write {out}: {e.strerror or e}') from None
     if out == src or src in out.parents:
         raise UserError('OUT_DIR must not be inside KAGGLE_TRAIN_DIR')
     split, skipped, note = split_catsdogs(names, allow_partial=args.allow_partial)
@@ -421,35 +450,12 @@ def prepare_catsdogs_main(argv: List[str]) -> int:
         print(f'skipped {len(skipped)} entries not named cat.N.jpg / dog.N.jpg: {shown}')
     if note:
         print(note)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-    try:
-        total = sum(len(v) for part in split.values() for v in part.values())
-        with tqdm(total=total, desc=args.mode, unit='file', leave=False) as bar:
-            for part, classes in split.items():
-                for c, files in classes.items():
-                    (tmp / part / c).mkdir(parents=True)
-                    for name in files:
-                        if args.mode == 'copy':
-                            shutil.copy2(src / name, tmp / part / c / name)
-                        else:
-                            os.symlink(src / name, tmp / part / c / name)
-                        bar.update()
-        record = dict(source=str(src), mode=args.mode, seed=CATSDOGS_SEED,
-                      rule='per class: names sorted by number, permuted by numpy default_rng([seed, class index]) '
-                           '(cat 0, dog 1), the first V to validation, the rest to train',
-                      counts={p: {c: len(v) for c, v in cl.items()} for p, cl in split.items()},
-                      partial=note, skipped=skipped, validation=split['validation'])
-        (tmp / 'split.json').write_text(json.dumps(record, indent=1) + '\n')
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except OSError as e:
-        hint = ' (use --copy where symlinks are not allowed)' if args.mode == 'symlink' else ''
-        raise UserError(f'could not write {out}: {e}{hint}') from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with replace_when_done(out, True, 'while preparing it', make_folder=True, folder=True) as tmp:  # unwritable: now
+        try:
+            _write_catsdogs(src, tmp, split, args.mode, note, skipped)
+        except OSError as e:
+            hint = ' (use --copy where symlinks are not allowed)' if args.mode == 'symlink' else ''
+            raise UserError(f'could not write {out}: {e}{hint}') from None
     counts = {p: {c: len(v) for c, v in cl.items()} for p, cl in split.items()}
     print(f'{out}: train {counts["train"]["cat"]:,} cat + {counts["train"]["dog"]:,} dog, validation '
           f'{counts["validation"]["cat"]:,} cat + {counts["validation"]["dog"]:,} dog '

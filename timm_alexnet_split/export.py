@@ -10,6 +10,8 @@ tower and layer), then is tidied for readers (Netron) and for the ``kernels`` to
   where the exporter shared or dropped equal (e.g. all-zero) tensors;
 - the batch axis is dynamic; the IR version is the lowest the opset needs (onnx 1.23 would write 14,
   which onnxruntime 1.31 refuses), checked against what the installed onnxruntime loads;
+- another opset (``opset``: MIN_OPSET up to the newest the installed onnxruntime loads) comes from onnx's
+  version converter, helped where it has no adapter (see ``_convert_opset``);
 - ``metadata_props``: architecture, num_towers, conv1_nodes, channel_order, mean, std, input_size,
   lrn, package_version, and class_names / checkpoint_sha256 when known.
 
@@ -43,9 +45,10 @@ import torch.nn as nn
 from .atomic import replace_when_done
 from .errors import UserError
 
-__all__ = ['DEFAULT_TOLERANCE', 'bench_onnxruntime', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
+__all__ = ['DEFAULT_TOLERANCE', 'MIN_OPSET', 'bench_onnxruntime', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
 
 DEFAULT_TOLERANCE = 1e-4
+MIN_OPSET = 14  # onnx's version converter cannot take the exporter's graph lower (no Relu / Reshape adapter 14 -> 13)
 INPUT_NAME = 'input'
 PROG = 'timm-alexnet-split export'
 
@@ -87,6 +90,18 @@ def _ir_version_for(model) -> int:
         raise UserError(f'opset {_opset(model)} needs ONNX IR version {need}; the installed onnxruntime loads up to '
                         f'IR {max_ir} (opset {max_opset}): choose a lower --opset')
     return need
+
+
+def _check_opset(opset: Optional[int]) -> None:
+    """UserError, before any work, for an opset the export cannot write or the installed onnxruntime cannot load."""
+    if opset is None:
+        return
+    _, max_opset = ort_limits()
+    if opset < MIN_OPSET:
+        raise UserError(f'opset {opset} is not supported: onnx\'s version converter cannot rewrite the graph below opset '
+                        f'{MIN_OPSET}; choose {MIN_OPSET}..{max_opset}')
+    if opset > max_opset:
+        raise UserError(f'opset {opset} is newer than the installed onnxruntime loads; choose {MIN_OPSET}..{max_opset}')
 
 
 def _opset(model) -> int:
@@ -298,9 +313,9 @@ def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any]
         'num_towers': model.num_towers,
         'num_classes': model.num_classes,
         'conv1_nodes': facts['conv1_nodes'],
-        'channel_order': 'RGB',
-        'mean': list(cfg.get('mean', ())),
-        'std': list(cfg.get('std', ())),
+        'channel_order': {3: 'RGB', 1: 'L'}.get(input_size[0], f'{input_size[0]} channels'),
+        'mean': list(_mean_std(model, input_size[0])[0]),
+        'std': list(_mean_std(model, input_size[0])[1]),
         'input_size': list(input_size),
         'preprocessing': 'input = (rgb / 255 - mean) / std, rgb in 0..255, NCHW',
         'lrn': _lrn_meta(model, facts.get('lrn_form', 'node')),
@@ -326,6 +341,17 @@ def _session(path: Path):
     return sess, sess.get_providers()[0]
 
 
+def _mean_std(model: nn.Module, chans: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The model's normalisation for ``chans`` channels: a 3-channel mean / std averaged for other counts, as
+    timm's loader does (timm.data.loader.adapt_to_chs)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    out = []
+    for v, default in ((cfg.get('mean'), 0.0), (cfg.get('std'), 1.0)):
+        v = tuple(float(x) for x in v) if v else (default,) * chans
+        out.append(v if len(v) == chans else (sum(v) / len(v),) * chans)
+    return out[0], out[1]
+
+
 def _random_images(batch: int, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], seed: int) -> torch.Tensor:
     """Uniform 0-255 pixels, preprocessed as real ones are: (x / 255 - mean) / std (the paper: x - mean pixel)."""
     g = torch.Generator().manual_seed(seed)
@@ -336,9 +362,7 @@ def _random_images(batch: int, input_size: Sequence[int], mean: Sequence[float],
 
 
 def _verify(path: Path, model: nn.Module, input_size: Sequence[int], batches: Sequence[int]) -> Dict[str, Any]:
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    mean = cfg.get('mean', (0.485, 0.456, 0.406))
-    std = cfg.get('std', (1 / 255,) * 3)
+    mean, std = _mean_std(model, input_size[0])
     sess, provider = _session(path)
     max_rel = max_abs = 0.0
     for i, b in enumerate(batches):
@@ -366,16 +390,87 @@ def _to_onnx(model: nn.Module, x: torch.Tensor):
     return program.model_proto
 
 
+def _drop_default_reduce_flags(proto) -> None:
+    """Remove ``noop_with_empty_axes=0`` (the default) from Reduce* nodes: opset 18 added it, and onnx's converter keeps
+    it when it moves the axes back into an attribute for opsets 13-17, whose Reduce* do not know it (the checker then
+    fails; the adaptive average pool of inputs other than 224 and ``global_pool='avg'`` export a ReduceMean)."""
+    from onnx import helper
+    for n in proto.graph.node:
+        if n.op_type.startswith('Reduce'):
+            keep = [a for a in n.attribute if not (a.name == 'noop_with_empty_axes' and helper.get_attribute_value(a) == 0)]
+            if len(keep) != len(n.attribute):
+                del n.attribute[:]
+                n.attribute.extend(keep)
+
+
+# ai.onnx operators of these graphs whose later versions (up to today's) only added types or optional inputs and
+# attributes: a node that is already valid at a lower opset, as written, means the same there. onnx's converter has
+# no adapter for some of them (Pow 15 -> 14, Split 18 -> 17), so such nodes are kept out of it and keep their form.
+_SAME_MEANING_OPS = frozenset({'Add', 'Concat', 'Conv', 'Flatten', 'GatherND', 'Gemm', 'LRN', 'MaxPool', 'Mul', 'Pow',
+                               'ReduceMean', 'Relu', 'Reshape', 'Split', 'Transpose'})
+_HELD_DOMAIN = 'timm_alexnet_split.held'
+
+
+def _valid_at(node, opset: int) -> bool:
+    """True when ``node`` (inputs, attributes) passes the ai.onnx schema of its operator at ``opset``."""
+    from onnx import checker
+    ctx = checker.C.CheckerContext()
+    ctx.ir_version = 7
+    ctx.opset_imports = {'': opset}
+    try:
+        checker.check_node(node, ctx)
+        return True
+    except checker.ValidationError:
+        return False
+
+
 def _convert_opset(proto, opset: int):
-    """The tidied graph at another opset (onnx's version converter keeps node names and metadata)."""
-    from onnx import version_converter
+    """The tidied graph at another opset (onnx's version converter keeps node names and metadata), checked."""
+    import onnx
+    from onnx import helper, version_converter
     if opset == _opset(proto):
         return proto
+    if opset < 18:
+        _drop_default_reduce_flags(proto)
+    held = [n for n in proto.graph.node
+            if n.domain in ('', 'ai.onnx') and n.op_type in _SAME_MEANING_OPS and _valid_at(n, opset)]
+    for n in held:
+        n.domain = _HELD_DOMAIN
+    proto.opset_import.append(helper.make_opsetid(_HELD_DOMAIN, 1))
     try:
-        return version_converter.convert_version(proto, opset)
+        converted = version_converter.convert_version(proto, opset)
+        for n in converted.graph.node:
+            if n.domain == _HELD_DOMAIN:
+                n.domain = ''
+        imports = [o for o in converted.opset_import if o.domain != _HELD_DOMAIN]
+        del converted.opset_import[:]
+        converted.opset_import.extend(imports)
+        onnx.checker.check_model(converted, full_check=True)
     except Exception as e:  # onnx raises RuntimeError / ValidationError with a C++ assertion text
-        raise UserError(f'cannot convert the graph to opset {opset} ({str(e).splitlines()[-1][:120]}); '
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise UserError(f'cannot convert the graph to opset {opset} ({(lines or ["?"])[-1][:160]}); '
                         'try a newer opset or the default') from e
+    return converted
+
+
+def _export_proto(model: nn.Module, input_size: Tuple[int, ...], batch_size: int, opset: Optional[int], lrn_form: str,
+                  metadata: Optional[Dict[str, Any]]):
+    """The checked, tidied ModelProto of ``model`` (eval mode, CPU) and its graph facts."""
+    import onnx
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    x = _random_images(batch_size, input_size, *_mean_std(model, input_size[0]), seed=0)
+    with _lrn_written_as(model, lrn_form):
+        proto = _to_onnx(model, x)
+    _tidy_graph(proto, model)
+    if opset is not None:
+        proto = _convert_opset(proto, opset)
+    facts = _graph_facts(proto, model, lrn_form)
+    proto.ir_version = _ir_version_for(proto)
+    proto.graph.name = (cfg.get('architecture') or type(model).__name__)
+    proto.doc_string = 'AlexNet split into towers (Krizhevsky et al. 2012); see metadata_props.'
+    onnx.helper.set_model_props(proto, _metadata(model, input_size, facts, metadata))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto, facts
 
 
 def export_onnx(
@@ -410,7 +505,6 @@ def export_onnx(
         A report: path, bytes, opset, ir_version, num_towers, conv1_nodes, lrn_nodes, lrn_form, input_size,
         tolerance, seconds; with ``verify`` also provider, max_rel_err, max_abs_err, verified_batches.
     """
-    import onnx
     t0 = time.perf_counter()
     path = Path(path)
     if path.is_dir():
@@ -423,13 +517,16 @@ def export_onnx(
         raise UserError(f'tolerance must be in (0, 1], got {tolerance}')
     if lrn_form not in _LRN_FORMS:
         raise UserError(f'lrn_form must be one of {", ".join(_LRN_FORMS)}, got {lrn_form!r}')
-    _, max_opset = ort_limits()
-    if opset is not None and not 7 <= opset <= max_opset:
-        raise UserError(f'opset {opset} is outside what the installed onnxruntime loads (7..{max_opset})')
+    _check_opset(opset)
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    input_size = tuple(int(s) for s in (input_size or cfg.get('input_size') or (3, 224, 224)))
+    chans = getattr(model, 'in_chans', 3)
+    if input_size is None:  # the pretrained_cfg says 3 channels also for a model made with in_chans=1
+        input_size = (chans, *tuple(cfg.get('input_size') or (3, 224, 224))[1:])
+    input_size = tuple(int(s) for s in input_size)
     if len(input_size) != 3:
         raise UserError(f'input_size must be (C, H, W), got {input_size}')
+    if input_size[0] != chans:
+        raise UserError(f'input_size {input_size} has {input_size[0]} channels; the model takes {chans} (in_chans)')
 
     training = model.training
     if any(p.device.type != 'cpu' for p in model.parameters()):
@@ -437,24 +534,8 @@ def export_onnx(
         training = None
     model.eval()
     try:
-        x = _random_images(batch_size, input_size, cfg.get('mean', (0.0,) * 3), cfg.get('std', (1.0,) * 3), seed=0)
-        with _lrn_written_as(model, lrn_form):
-            proto = _to_onnx(model, x)
-        _tidy_graph(proto, model)
-        if opset is not None:
-            proto = _convert_opset(proto, opset)
-        facts = _graph_facts(proto, model, lrn_form)
-        proto.ir_version = _ir_version_for(proto)
-        proto.graph.name = (cfg.get('architecture') or type(model).__name__)
-        proto.doc_string = 'AlexNet split into towers (Krizhevsky et al. 2012); see metadata_props.'
-        onnx.helper.set_model_props(proto, _metadata(model, input_size, facts, metadata))
-        onnx.checker.check_model(proto, full_check=True)
-
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f'cannot write {path}: {e.strerror or e}') from None
-        with replace_when_done(path, overwrite, 'during the export') as tmp:
+        with replace_when_done(path, overwrite, 'during the export', make_folder=True) as tmp:  # unwritable: error now
+            proto, facts = _export_proto(model, input_size, batch_size, opset, lrn_form, metadata)
             tmp.write_bytes(proto.SerializeToString())
             report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=_opset(proto),
                                           ir_version=proto.ir_version, num_towers=model.num_towers,
@@ -572,7 +653,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--num-classes', type=int, metavar='K',
                    help="classifier outputs (default: the checkpoint's, else the run's, else 1000)")
     p.add_argument('--output', type=Path, metavar='FILE', help='output file (default exports/MODEL.onnx)')
-    p.add_argument('--opset', type=int, metavar='N', help="ai.onnx opset (default: the exporter's)")
+    p.add_argument('--opset', type=int, metavar='N',
+                   help=f"ai.onnx opset, {MIN_OPSET} up to the newest the installed onnxruntime loads (default: the exporter's)")
     p.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                    help=f'largest accepted relative error against PyTorch (default {DEFAULT_TOLERANCE:g})')
     p.add_argument('--lrn', choices=list(_LRN_FORMS), default='node',
@@ -596,6 +678,7 @@ def main(argv: List[str]) -> int:
     from .checkpoint import ModelInfo, load_into, read_checkpoint, read_run, sha256_file, state_dict_kwargs
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError('--num-classes must be >= 0 (0 exports the pre-logits features, the output of fc7)')
+    _check_opset(args.opset)  # before any loading
     run = read_run(args.run) if args.run else None
     if args.model and run and run.model and run.model != args.model:
         raise UserError(f'--model {args.model} differs from {run.model} in {run.run_dir / "args.yaml"}; drop --model')

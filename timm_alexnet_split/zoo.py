@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .atomic import replace_when_done
+from .atomic import check_writable, replace_when_done
 from .errors import UserError
 
 __all__ = ['ImportReport', 'import_bvlc_onnx', 'locate_layers', 'save_safetensors', 'verify', 'main']
@@ -748,10 +748,11 @@ def import_bvlc_onnx(
 
 def save_safetensors(state_dict: Dict[str, Any], report: ImportReport, out: str, force: bool = False) -> Path:
     """Write ``state_dict`` (contiguous) with the report as metadata, atomically; refuse to replace without ``force``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     dest = _check_output_path(out, force)
+    data = save({k: v.contiguous() for k, v in state_dict.items()}, metadata=report.metadata())
     with replace_when_done(dest, force, 'while importing') as tmp:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=report.metadata())
+        tmp.write_bytes(data)  # (safetensors' save_file raises its own error type for an unwritable place)
     return dest
 
 
@@ -763,8 +764,7 @@ def _check_output_path(out: str, force: bool) -> Path:
         raise UserError(f'{out} is a directory; give a file name ending in .safetensors')
     if dest.exists() and not force:
         raise UserError(f'{out} exists; pass --force to replace it, or choose another name')
-    if not dest.parent.is_dir():
-        raise UserError(f'{dest.parent} does not exist; create it first')
+    check_writable(dest)  # a read-only or missing folder: one line now, not after the import
     return dest
 
 
