@@ -149,12 +149,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print(f'validation top-1 (best epoch): {best:.1f}%   run: {run}')
     for g in report['groups']:
-        print(f'tower {g["index"]}: mean chromatic fraction {g["mean"]:.3f}, '
-              f'{round(g["fraction_above_0_3"] * g["kernels"])} of {g["kernels"]} kernels above 0.3')
+        freq = 'n/a' if g['frequency_mean'] is None else f'{g["frequency_mean"]:.3f} cycles/px'
+        print(f'tower {g["index"]}: mean chromatic fraction {g["mean"]:.3f} ({report["measure_label"]}), '
+              f'{round(g["fraction_above_0_3"] * g["kernels"])} of {g["kernels"]} kernels above 0.3; '
+              f'luminance frequency {freq}')
     print(f'verdict: {report["verdict"]}')
     print(f'over training: {evo.get("final_verdict", "")}')
     print(f'files: {onnx_path}  {args.exports / "report.json"}  {args.exports / "kernels.png"}  '
-          f'{args.exports / "chromatic_fraction.png"}  {args.exports / "evolution" / "evolution.gif"}  '
+          f'{args.exports / "chromatic_fraction.png"}  {args.exports / "colour_frequency.png"}  '
+          f'{args.exports / "evolution" / "evolution.gif"}  '
           f'{args.exports / "evolution" / "evolution.png"}  curves: {run / "acc.png"} {run / "loss.png"}')
     _say(f'done in {time.time() - t0:.0f} s')
     return 0

@@ -71,6 +71,9 @@ def split_verdict(cf_means: Sequence[float], cf_p: Optional[float], freq_means: 
         f'{format_p(freq_p)} but means differ by only {_spread(freq_means):.3f} < {MIN_FREQUENCY_DIFFERENCE} cycles/px'
     if colour and freq:
         return f'towers differ in colour and in spatial frequency: {verdict(cf_means, cf_p, alpha)}; frequency {fq}{tag}'
+    if colour and freq_p is None:  # a tower of pure colour kernels: no luminance part, no frequency to compare
+        return (f'towers differ in colour (spatial frequency not compared: a tower has no luminance part): '
+                f'{verdict(cf_means, cf_p, alpha)}{tag}')
     if colour:
         return f'towers differ in colour, not in spatial frequency ({not_freq}): {verdict(cf_means, cf_p, alpha)}{tag}'
     if freq:

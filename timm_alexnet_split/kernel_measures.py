@@ -199,7 +199,7 @@ def effect_size(values: Sequence[np.ndarray]) -> Tuple[Optional[float], str]:
         dof = len(a) + len(b) - 2
         pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1 if len(a) > 1 else 0) +
                             (len(b) - 1) * b.var(ddof=1 if len(b) > 1 else 0)) / dof) if dof > 0 else 0.0
-        d = (b.mean() - a.mean()) / pooled if pooled > 0 else None
+        d = (b.mean() - a.mean()) / pooled if pooled > 1e-9 else None  # below: rounding noise, not spread
         return d, "Cohen's d (tower 1 minus tower 0, pooled SD)"
     return eta_squared(values), 'eta squared (between-tower / total sum of squares)'
 

@@ -823,9 +823,12 @@ def _print_summary(report: Dict[str, Any], out: Path) -> None:
             if m != report['measure']:
                 print(f'    by {SHORT[m]}: tower means {", ".join(fmt(t["mean"], ".3f") for t in v["towers"])}, '
                       f'{format_p(v["p_value"])}')
-        fd = report['frequency_effect_size']
-        print(f'  spatial frequency: difference of means {report["frequency_difference_of_means"]:+.3f} cycles/px, '
-              f'effect size {"n/a" if fd is None else f"{fd:.2f}"}, {report["frequency_p_value_text"]}')
+        fd, fdiff = report['frequency_effect_size'], report['frequency_difference_of_means']
+        if fdiff is None:  # a tower of pure colour kernels has no luminance frequency
+            print('  spatial frequency: not compared (a tower has no kernel with a luminance part)')
+        else:
+            print(f'  spatial frequency: difference of means {fdiff:+.3f} cycles/px, '
+                  f'effect size {"n/a" if fd is None else f"{fd:.2f}"}, {report["frequency_p_value_text"]}')
     print(f'verdict: {report["verdict"]}')
     print(f'latent: {report["latent"]["summary"]}')
     print(f'wrote {out / "report.json"}, ' + ', '.join(report['figures'].values()))
