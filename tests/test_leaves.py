@@ -182,7 +182,9 @@ def test_trainer_option_names_every_dataset():
     assert tuple(action.choices) == data.DATASETS and action.default == 'demo'
 
 
-def test_trainer_trains_on_the_leaves_dataset(tiny_leaves, tmp_path):
+def test_trainer_trains_on_the_leaves_dataset(tiny_leaves, tmp_path, monkeypatch):
+    monkeypatch.setattr(leaves, 'ensure_leaves_data', functools.partial(leaves.ensure_leaves_data.func, img_size=64,
+                                                                        train_per_class=1, val_per_class=1))
     recipe = yaml.safe_load(open(train.__file__.replace('timm_alexnet_split/train.py', 'recipes/leaves.yaml')))
     assert recipe['demo_data'] is True and recipe['demo_dataset'] == 'leaves'
     code = train.main(['--demo-data', '--demo-dataset', 'leaves', '--model', 'alexnet_split_2', '--model-kwargs',

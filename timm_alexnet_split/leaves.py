@@ -221,7 +221,7 @@ def ensure_leaves_data(root: Optional[os.PathLike | str] = None, *, force: bool 
                             force=force, verify=verify, progress=progress)
 
 
-def save_sample_grid(out: os.PathLike | str, img_size: int = LEAVES_IMG_SIZE, zoom: int = 3) -> None:
+def save_sample_grid(out: os.PathLike | str, img_size: int = LEAVES_IMG_SIZE, zoom: int = 2) -> None:
     """A look at what the generator draws: row 1 the hue pairs (centre-surround) with one texture, row 2 the eight
     textures (orientation x period) with one hue pair, row 3 the classes of row 1 again (other images)."""
     from PIL import Image
@@ -232,4 +232,4 @@ def save_sample_grid(out: os.PathLike | str, img_size: int = LEAVES_IMG_SIZE, zo
     images = _chunk_images(0, 0, 0, names, img_size, LEAVES_SPEC)
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)
     grid = np.concatenate([np.concatenate(list(padded[i:i + 8]), 1) for i in range(0, len(names), 8)], 0)
-    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(out)
+    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(out, optimize=True)
