@@ -129,6 +129,48 @@ def test_demo_classes_need_both_cues():
     assert _nearest_centroid(np.concatenate([cf[:, :2], gf[:, 2:]], 1), cls) > 0.8
 
 
+def test_demo_hard_is_the_probe_generator_in_its_own_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv('TIMM_ALEXNET_SPLIT_CACHE', str(tmp_path / 'cache'))
+    hard = data.ensure_dataset('demo-hard', progress=False, **SMALL)
+    demo = data.ensure_dataset('demo', progress=False, **SMALL)
+    assert hard == tmp_path / 'cache' / f'demo-hard-v{data.DEMO_VERSION}' and demo == data.default_demo_root()
+    params = json.loads((hard / 'manifest.json').read_text())['params']
+    assert params['seed'] == 1 and params['spec'] == json.loads(json.dumps({**data.DEMO_SPEC, **data.DEMO_HARD_SPEC}))
+    assert params['spec']['lum_noise'] == 35 and params['spec']['gabor_amp'] == [15, 35] and params['spec']['n_gabor'] == 6
+    # bit for bit: the first chunk of the training split is render_demo_images with the override, rng([1, 0, 0])
+    from PIL import Image
+    names = [c for c in DEMO_CLASSES for _ in range(SMALL['train_per_class'])]
+    hues, angles = zip(*(data._class_attrs(c) for c in names))
+    expected = render_demo_images(np.random.default_rng([1, 0, 0]), hues, angles, SMALL['img_size'], data.DEMO_HARD_SPEC)
+    assert np.array_equal(np.asarray(Image.open(hard / 'train' / names[4] / '00001.png')), expected[4])
+    again = make_demo_dataset(tmp_path / 'again', variant='demo-hard', progress=False, **SMALL)
+    assert _tree(again) == _tree(hard) != _tree(demo)
+    with pytest.raises(UserError, match='unknown dataset'):
+        data.ensure_dataset('nope')
+
+
+def test_demo_hard_cues_are_weaker():
+    names = [c for c in DEMO_CLASSES for _ in range(30)]
+    hue_of, angle_of = zip(*(data._class_attrs(c) for c in names))
+    hue = np.array([list(DEMO_HUES.values()).index(h) for h in hue_of])
+    ori = np.array([DEMO_ORIENTATIONS.index(a) for a in angle_of])
+    acc = {}
+    for variant, spec in (('demo', None), ('demo-hard', data.DEMO_HARD_SPEC)):
+        img = render_demo_images(np.random.default_rng(0), hue_of, angle_of, DEMO_IMG_SIZE, spec)
+        colour, grey = _colour_features(img)[:, :2], _grey_features(img)[:, 2:]
+        acc[variant] = (_separation(colour, hue), _separation(grey, ori), _nearest_centroid(colour, hue),
+                        _nearest_centroid(grey, ori))
+    assert acc['demo-hard'][0] < acc['demo'][0] / 1.5 and acc['demo-hard'][1] < acc['demo'][1] / 1.5  # weaker ...
+    assert min(acc['demo-hard'][2:]) > 0.5  # ... still there
+
+
+def _separation(feats: np.ndarray, labels: np.ndarray) -> float:
+    """Between-class over within-class variance, averaged over the features: how far apart the classes lie."""
+    means = np.stack([feats[labels == c].mean(0) for c in np.unique(labels)])
+    within = np.mean([feats[labels == c].var(0) for c in np.unique(labels)], 0)
+    return float((means.var(0) / within).mean())
+
+
 def test_ensure_reuses_and_repairs(tmp_path, monkeypatch):
     monkeypatch.setenv('TIMM_ALEXNET_SPLIT_CACHE', str(tmp_path / 'cache'))
     assert data.default_demo_root() == tmp_path / 'cache' / f'demo-v{data.DEMO_VERSION}'

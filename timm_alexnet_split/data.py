@@ -1,4 +1,4 @@
-"""Datasets: the embedded demo dataset and the Cats vs Dogs split.
+"""Datasets: the embedded demo dataset (and its hard variant), the choice of embedded dataset, the Cats vs Dogs split.
 
 The demo dataset is procedural and made on first use: colour images whose class is a pair
 (stripe orientation, hue family). The orientation lives only in fine achromatic Gabor patches,
@@ -8,8 +8,6 @@ neither a colour-blind nor an orientation-blind first layer can tell all classes
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import math
 import os
@@ -21,11 +19,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import generated
 from .errors import UserError
 
 __all__ = [
-    'DEMO_VERSION', 'DEMO_IMG_SIZE', 'DEMO_CLASSES', 'DEMO_ORIENTATIONS', 'DEMO_HUES', 'DEMO_SPLITS',
-    'make_demo_dataset', 'ensure_demo_data', 'default_demo_root', 'render_demo_images',
+    'DEMO_VERSION', 'DEMO_IMG_SIZE', 'DEMO_CLASSES', 'DEMO_ORIENTATIONS', 'DEMO_HUES', 'DEMO_SPLITS', 'DEMO_HARD_SPEC',
+    'DEMO_VARIANTS', 'DATASETS', 'make_demo_dataset', 'ensure_demo_data', 'ensure_dataset', 'default_demo_root',
+    'render_demo_images',
     'demo_data_main', 'prepare_catsdogs_main', 'split_catsdogs',
 ]
 
@@ -34,14 +34,14 @@ PROG = 'timm-alexnet-split'
 # ---- the embedded demo dataset ---------------------------------------------------------------------------------
 DEMO_VERSION = 1
 DEMO_IMG_SIZE = 96
-DEMO_SPLITS = ('train', 'validation')
+DEMO_SPLITS = generated.SPLITS
 DEMO_TRAIN_PER_CLASS = 300
 DEMO_VAL_PER_CLASS = 40
 DEMO_ORIENTATIONS = (0, 45, 90, 135)  # stripe angle in degrees, anticlockwise from horizontal
 DEMO_HUES = {'red': 0.0, 'green': 120.0, 'blue': 240.0}  # hue angle in the opponent plane (see _OPPONENT)
 DEMO_CLASSES: Tuple[str, ...] = tuple(sorted(f'{h}-{o:03d}' for h in DEMO_HUES for o in DEMO_ORIENTATIONS))
-CACHE_ENV = 'TIMM_ALEXNET_SPLIT_CACHE'
-MANIFEST = 'manifest.json'
+CACHE_ENV = generated.CACHE_ENV
+MANIFEST = generated.MANIFEST
 _CHUNK = 128  # images rendered per call; part of the generator's definition (seeds are per chunk)
 
 # The picture, in pixels of a DEMO_IMG_SIZE image and 0-255 units; scaled with img_size.
@@ -51,6 +51,14 @@ DEMO_SPEC: Dict[str, object] = dict(
     n_blob=3, blob_sigma=(10.0, 22.0), chroma_amp=(25.0, 45.0), hue_jitter=20.0,
     lum_noise=15.0, chroma_noise=15.0,
 )
+# The hard variant (SCIENCE.md, "A first probe"): weaker cues, more noise; generated with seed 1.
+DEMO_HARD_SPEC: Dict[str, object] = dict(
+    lum_noise=35.0, chroma_noise=30.0, gabor_amp=(15.0, 35.0), chroma_amp=(10.0, 22.0), hue_jitter=35.0,
+    orient_jitter=12.0, n_gabor=6, n_blob=2, lum_blob_amp=35.0,
+)
+# variant -> (spec override, generator seed)
+DEMO_VARIANTS: Dict[str, Tuple[Dict[str, object], int]] = {'demo': ({}, 0), 'demo-hard': (DEMO_HARD_SPEC, 1)}
+DATASETS = ('demo', 'demo-hard', 'leaves')  # what `demo-data --dataset` and the trainer's --demo-dataset accept
 
 # Unit RGB vectors orthogonal to grey (1,1,1): colour added along them leaves the channel mean, the
 # luminance the chromatic fraction of PAPER.md measures, unchanged.
@@ -121,13 +129,14 @@ def render_demo_images(
     return rgb.astype(np.uint8)
 
 
-def _demo_params(img_size: int, train_per_class: int, val_per_class: int, seed: int) -> Dict[str, object]:
+def _demo_params(img_size: int, train_per_class: int, val_per_class: int, seed: int,
+                 spec: Dict[str, object]) -> Dict[str, object]:
     return dict(generator='timm_alexnet_split.data.render_demo_images', version=DEMO_VERSION, img_size=img_size,
                 train_per_class=train_per_class, val_per_class=val_per_class, seed=seed, classes=list(DEMO_CLASSES),
-                orientations=list(DEMO_ORIENTATIONS), hues=DEMO_HUES, spec=DEMO_SPEC, chunk=_CHUNK)
+                orientations=list(DEMO_ORIENTATIONS), hues=DEMO_HUES, spec=spec, chunk=_CHUNK)
 
 
-def _render_split(split_idx: int, per_class: int, img_size: int, seed: int):
+def _render_split(split_idx: int, per_class: int, img_size: int, seed: int, spec: Optional[Dict[str, object]] = None):
     """Yield (class name, index in class, uint8 image) for one split, deterministically from ``seed``."""
     names = [c for c in DEMO_CLASSES for _ in range(per_class)]
     index = [i for _ in DEMO_CLASSES for i in range(per_class)]
@@ -135,43 +144,22 @@ def _render_split(split_idx: int, per_class: int, img_size: int, seed: int):
         rng = np.random.default_rng([seed, split_idx, c])
         chunk = names[start:start + _CHUNK]
         hues, angles = zip(*(_class_attrs(name) for name in chunk))
-        images = render_demo_images(rng, hues, angles, img_size)
+        images = render_demo_images(rng, hues, angles, img_size, spec)
         yield from zip(chunk, index[start:start + _CHUNK], images)
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format='PNG', compress_level=1)
-    return buf.getvalue()
-
-
-def _is_demo_folder(path: Path) -> bool:
-    """True when ``path`` holds nothing but what make_demo_dataset writes (so replacing it loses no user file)."""
-    allowed = {MANIFEST, *DEMO_SPLITS}
-    for entry in path.iterdir():
-        if entry.name not in allowed:
-            return False
-        if entry.name in DEMO_SPLITS:
-            if not entry.is_dir() or entry.is_symlink():
-                return False
-            for cls in entry.iterdir():
-                if cls.name not in DEMO_CLASSES or not cls.is_dir() or cls.is_symlink():
-                    return False
-                if any(not f.name.endswith('.png') or not f.is_file() for f in cls.iterdir()):
-                    return False
-    return True
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Move the finished folder ``new`` to ``dest``; an existing ``dest`` (a demo folder) is removed afterwards."""
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.old-', dir=dest.parent))
-        os.replace(dest, old / dest.name)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)
+def demo_generated(variant: str = 'demo', *, img_size: int = DEMO_IMG_SIZE, train_per_class: int = DEMO_TRAIN_PER_CLASS,
+                   val_per_class: int = DEMO_VAL_PER_CLASS, seed: Optional[int] = None) -> generated.Generated:
+    """The demo dataset ``variant`` ('demo' or 'demo-hard') as a :class:`generated.Generated`; ``seed`` None: the variant's."""
+    if variant not in DEMO_VARIANTS:
+        raise UserError(f'unknown demo variant {variant!r}; choose from {", ".join(DEMO_VARIANTS)}')
+    override, variant_seed = DEMO_VARIANTS[variant]
+    seed = variant_seed if seed is None else seed
+    spec = {**DEMO_SPEC, **override}
+    return generated.Generated(
+        what=variant, classes=DEMO_CLASSES, per_class=(train_per_class, val_per_class), img_size=img_size,
+        params=_demo_params(img_size, train_per_class, val_per_class, seed, spec),
+        render=lambda s, n: _render_split(s, n, img_size, seed, spec))
 
 
 def make_demo_dataset(
@@ -180,90 +168,27 @@ def make_demo_dataset(
         img_size: int = DEMO_IMG_SIZE,
         train_per_class: int = DEMO_TRAIN_PER_CLASS,
         val_per_class: int = DEMO_VAL_PER_CLASS,
-        seed: int = 0,
+        seed: Optional[int] = None,
+        variant: str = 'demo',
         overwrite: bool = False,
         progress: bool = True,
 ) -> Path:
     """Write the demo dataset as ImageFolder: ``out_dir/{train,validation}/<class>/NNNNN.png`` + manifest.json.
 
-    Deterministic: the same arguments give byte-identical files. Written into a temporary sibling folder
-    and renamed into place, so an interrupted run leaves no half dataset at ``out_dir``. An existing
-    non-empty ``out_dir`` is replaced only with ``overwrite=True`` and only if it holds nothing but a demo
-    dataset; otherwise UserError.
+    Deterministic: the same arguments give byte-identical files. ``variant`` 'demo-hard' is the generator with
+    weaker cues and more noise (DEMO_HARD_SPEC, seed 1 unless ``seed`` is given). Written into a temporary
+    sibling folder and renamed into place, so an interrupted run leaves no half dataset at ``out_dir``. An
+    existing non-empty ``out_dir`` is replaced only with ``overwrite=True`` and only if it holds nothing but a
+    demo dataset; otherwise UserError.
     """
-    from tqdm import tqdm
-
-    from .model import MIN_INPUT_SIZE
-    if img_size < MIN_INPUT_SIZE:
-        raise UserError(f'demo img_size must be at least {MIN_INPUT_SIZE} (the model\'s smallest input), got {img_size}')
-    if train_per_class < 1 or val_per_class < 1:
-        raise UserError('demo train_per_class and val_per_class must be >= 1')
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f'{out} exists and is not a folder; choose another output path')
-        if any(out.iterdir()):
-            if not overwrite:
-                raise UserError(f'{out} is not empty; choose an empty or new folder (or --force to regenerate a demo folder)')
-            if not _is_demo_folder(out):
-                raise UserError(f'{out} holds files that are not a demo dataset; refusing to replace it, choose another folder')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    params = _demo_params(img_size, train_per_class, val_per_class, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-    try:
-        files: Dict[str, Dict[str, object]] = {}
-        total = len(DEMO_CLASSES) * (train_per_class + val_per_class)
-        with tqdm(total=total, desc='demo data', unit='img', disable=not progress, leave=False) as bar:
-            for s, (split, per_class) in enumerate(zip(DEMO_SPLITS, (train_per_class, val_per_class))):
-                for name in DEMO_CLASSES:
-                    (tmp / split / name).mkdir(parents=True)
-                for name, i, image in _render_split(s, per_class, img_size, seed):
-                    rel = f'{split}/{name}/{i:05d}.png'
-                    data = _png_bytes(image)
-                    (tmp / rel).write_bytes(data)
-                    files[rel] = dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-                    bar.update()
-        digest = hashlib.sha256(''.join(f'{k} {v["sha256"]}\n' for k, v in sorted(files.items())).encode()).hexdigest()
-        counts = {split: {name: n for name in DEMO_CLASSES} for split, n in zip(DEMO_SPLITS, (train_per_class, val_per_class))}
-        manifest = dict(params=params, counts=counts, digest=digest, files=files)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + '\n')
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    gen = demo_generated(variant, img_size=img_size, train_per_class=train_per_class, val_per_class=val_per_class,
+                         seed=seed)
+    return generated.write(out_dir, gen, overwrite=overwrite, progress=progress)
 
 
-def default_demo_root() -> Path:
-    """``$TIMM_ALEXNET_SPLIT_CACHE/demo-v<N>``, else ``~/.cache/timm_alexnet_split/demo-v<N>``."""
-    base = os.environ.get(CACHE_ENV)
-    base_path = Path(base).expanduser() if base else Path.home() / '.cache' / 'timm_alexnet_split'
-    return base_path / f'demo-v{DEMO_VERSION}'
-
-
-def _demo_complete(root: Path, params: Dict[str, object], verify: bool = False) -> bool:
-    """The manifest matches ``params`` and every file it lists is there, with its size (and hash if ``verify``)."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        if manifest.get('params') != json.loads(json.dumps(params)):
-            return False
-        files = manifest['files']
-        expected = {f'{split}/{name}' for split in DEMO_SPLITS for name in DEMO_CLASSES}
-        if {str(Path(rel).parent) for rel in files} != expected:
-            return False
-        for split in DEMO_SPLITS:
-            for name in DEMO_CLASSES:
-                if len(list((root / split / name).iterdir())) != manifest['counts'][split][name]:
-                    return False
-        for rel, info in files.items():
-            path = root / rel
-            if path.stat().st_size != info['size']:
-                return False
-            if verify and hashlib.sha256(path.read_bytes()).hexdigest() != info['sha256']:
-                return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
+def default_demo_root(variant: str = 'demo') -> Path:
+    """``$TIMM_ALEXNET_SPLIT_CACHE/<variant>-v<N>``, else ``~/.cache/timm_alexnet_split/<variant>-v<N>``."""
+    return generated.cache_dir() / f'{variant}-v{DEMO_VERSION}'
 
 
 def ensure_demo_data(
@@ -272,7 +197,8 @@ def ensure_demo_data(
         img_size: int = DEMO_IMG_SIZE,
         train_per_class: int = DEMO_TRAIN_PER_CLASS,
         val_per_class: int = DEMO_VAL_PER_CLASS,
-        seed: int = 0,
+        seed: Optional[int] = None,
+        variant: str = 'demo',
         force: bool = False,
         verify: bool = False,
         progress: bool = True,
@@ -282,44 +208,60 @@ def ensure_demo_data(
     An incomplete or different demo folder is regenerated in a fresh folder that then replaces it; a folder
     holding anything else raises UserError. ``force`` regenerates a complete one too; ``verify`` checks hashes.
     """
-    root_path = Path(root).expanduser().absolute() if root is not None else default_demo_root().absolute()
-    params = _demo_params(img_size, train_per_class, val_per_class, seed)
-    if not force and root_path.is_dir() and _demo_complete(root_path, params, verify):
-        return root_path
-    try:
-        return make_demo_dataset(root_path, img_size=img_size, train_per_class=train_per_class,
-                                 val_per_class=val_per_class, seed=seed, overwrite=True, progress=progress)
-    except OSError as e:
-        if _demo_complete(root_path, params):  # another process (e.g. another rank) finished it first
-            return root_path
-        raise UserError(f'could not write the demo dataset to {root_path}: {e}') from None
+    gen = demo_generated(variant, img_size=img_size, train_per_class=train_per_class, val_per_class=val_per_class,
+                         seed=seed)
+    root_path = Path(root) if root is not None else default_demo_root(variant)
+    return generated.ensure(root_path, gen, force=force, verify=verify, progress=progress)
+
+
+def ensure_dataset(name: str = 'demo', root: Optional[os.PathLike | str] = None, **options) -> Path:
+    """The embedded dataset ``name`` (one of DATASETS) in ``root`` or its cache folder: reused, else generated.
+
+    ``options``: those of :func:`ensure_demo_data` or :func:`timm_alexnet_split.leaves.ensure_leaves_data`.
+    """
+    if name in DEMO_VARIANTS:
+        return ensure_demo_data(root, variant=name, **options)
+    if name == 'leaves':
+        from .leaves import ensure_leaves_data
+        return ensure_leaves_data(root, **options)
+    raise UserError(f'unknown dataset {name!r}; choose from {", ".join(DATASETS)}')
+
+
+def default_root(name: str) -> Path:
+    if name == 'leaves':
+        from .leaves import default_leaves_root
+        return default_leaves_root()
+    return default_demo_root(name)
 
 
 def demo_data_main(argv: List[str]) -> int:
-    """``timm-alexnet-split demo-data [OUT_DIR] [--force]``."""
+    """``timm-alexnet-split demo-data [OUT_DIR] [--dataset NAME] [--force] [--verify]``."""
     parser = argparse.ArgumentParser(
         prog=f'{PROG} demo-data',
-        description='Generate the embedded demo dataset (deterministic, a few seconds): colour images of '
-                    f'{len(DEMO_CLASSES)} classes, each a stripe orientation x hue family pair, as an ImageFolder '
-                    f'OUT_DIR/train/<class>/*.png and OUT_DIR/validation/<class>/*.png with a manifest.json. '
-                    'A complete folder is reused; prints the folder.',
+        description='Generate an embedded dataset (deterministic, seconds) as an ImageFolder OUT_DIR/train/<class>/*.png '
+                    'and OUT_DIR/validation/<class>/*.png with a manifest.json. A complete folder is reused; prints the '
+                    f'folder. demo: {len(DEMO_CLASSES)} classes, each a stripe orientation x hue family pair. '
+                    'demo-hard: the same classes with weaker cues and more noise. leaves: dead-leaves images, '
+                    '72 classes = texture orientation x texture frequency x centre hue x surround hue.',
         epilog=f'example: {PROG} demo-data            (into ${CACHE_ENV}/demo-v{DEMO_VERSION} or '
                f'~/.cache/timm_alexnet_split/demo-v{DEMO_VERSION})\n'
+               f'         {PROG} demo-data --dataset leaves\n'
                f'         {PROG} demo-data data/demo --force',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('out_dir', nargs='?', default=None, metavar='OUT_DIR',
-                        help=f'where to write it (default: {default_demo_root()})')
-    parser.add_argument('--force', action='store_true', help='regenerate even if a complete demo dataset is there')
+                        help='where to write it (default: the cache folder <dataset>-v<N>, '
+                             f'e.g. {default_demo_root()})')
+    parser.add_argument('--dataset', default='demo', choices=DATASETS, help='which dataset (default demo)')
+    parser.add_argument('--force', action='store_true', help='regenerate even if a complete dataset is there')
     parser.add_argument('--verify', action='store_true', help='check every file against the sha256 in the manifest')
     args = parser.parse_args(argv)
-    root = Path(args.out_dir) if args.out_dir else default_demo_root()
+    root = Path(args.out_dir) if args.out_dir else default_root(args.dataset)
     if root.exists() and not root.is_dir():
         raise UserError(f'{root} exists and is not a folder; choose another OUT_DIR')
-    path = ensure_demo_data(root, force=args.force, verify=args.verify)
-    manifest = json.loads((path / MANIFEST).read_text())
-    n = {split: sum(manifest['counts'][split].values()) for split in DEMO_SPLITS}
-    print(f'demo data: {path} ({len(DEMO_CLASSES)} classes, {n["train"]} train / {n["validation"]} validation, '
-          f'{manifest["params"]["img_size"]}x{manifest["params"]["img_size"]} px)')
+    path = ensure_dataset(args.dataset, root, force=args.force, verify=args.verify)
+    classes, n, size = generated.manifest_summary(path)
+    print(f'{args.dataset} data: {path} ({classes} classes, {n["train"]} train / {n["validation"]} validation, '
+          f'{size}x{size} px)')
     return 0
 
 

@@ -65,6 +65,7 @@ OWN_OPTIONS = {
     'dist_backend': 'torch.distributed backend (default: nccl on CUDA, gloo on CPU)',
     'dist_timeout': 'seconds a collective waits for the other processes before the job stops (default 600)',
     'demo_data': 'train on the embedded demo dataset (generated on first use)',
+    'demo_dataset': 'with --demo-data: which embedded dataset, demo (default), demo-hard or leaves',
     'save_conv1': 'save conv1 kernels per epoch to conv1/epoch_NNNN.npy',
     'safetensors': 'write weights-only last.safetensors and model_best.safetensors',
     'decode': 'image decoding: cpu (PIL, timm), draft (PIL draft mode: folders), gpu (nvjpeg batches: wds shards)',
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--dist-backend', default=None, metavar='NAME', help=OWN_OPTIONS['dist_backend'])
     g.add_argument('--dist-timeout', type=float, default=600.0, metavar='SECONDS', help=OWN_OPTIONS['dist_timeout'])
     g.add_argument('--demo-data', action='store_true', default=False, help=OWN_OPTIONS['demo_data'])
+    g.add_argument('--demo-dataset', default='demo', choices=('demo', 'demo-hard', 'leaves'), metavar='NAME',
+                   help=OWN_OPTIONS['demo_dataset'])
     g.add_argument('--save-conv1', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['save_conv1'])
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
     g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu'), help=OWN_OPTIONS['decode'])
@@ -680,16 +683,18 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Any, Optional[Any], Option
             data = importlib.import_module('timm_alexnet_split.data')
         except ImportError as e:
             raise UserError(f'--demo-data needs timm_alexnet_split.data, which is missing ({e})') from None
+        name = getattr(args, 'demo_dataset', 'demo')
+        ensure = data.ensure_demo_data if name == 'demo' else lambda root, **kw: data.ensure_dataset(name, root, **kw)
         if getattr(args, 'distributed', False):
             # one writer at a time: process 0 generates, then the first process on each other machine (nothing to
             # do on a shared disk), then the rest find it there
             import torch.distributed as dist
             for turn in (args.rank == 0, args.local_rank == 0 and args.rank != 0, args.local_rank != 0):
                 if turn:
-                    args.data_dir = str(data.ensure_demo_data(args.data_dir or None, progress=args.rank == 0))
+                    args.data_dir = str(ensure(args.data_dir or None, progress=args.rank == 0))
                 dist.barrier()
         else:
-            args.data_dir = str(data.ensure_demo_data(args.data_dir or None))
+            args.data_dir = str(ensure(args.data_dir or None))
         _logger.info(f'demo data: {args.data_dir}')
     if args.data and not args.data_dir:
         args.data_dir = args.data
