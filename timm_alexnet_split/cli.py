@@ -25,7 +25,7 @@ COMMANDS = {
     'prepare-shards': ('timm_alexnet_split.shards', 'main', "an ImageFolder as 256-px WebDataset shards for timm's wds reader"),
     'pca-stats': ('timm_alexnet_split.augment', 'pca_stats_main', "estimate a dataset's RGB eigenvalues/vectors"),
     'export': ('timm_alexnet_split.export', 'main', 'export to ONNX and verify with onnxruntime'),
-    'kernels': ('timm_alexnet_split.kernels', 'main', 'conv1 of any CNN: colour and frequency per tower, latent branches, verdict'),
+    'kernels': ('timm_alexnet_split.kernels', 'main', 'conv1 of any CNN: colour, frequency, latent branches, verdict'),
     'import-onnx': ('timm_alexnet_split.zoo', 'main', "import Caffe's bvlc_alexnet (ONNX) as safetensors"),
     'demo': ('timm_alexnet_split.demo', 'main', 'the main job on the demo data: train, export, inspect'),
 }

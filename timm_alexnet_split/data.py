@@ -13,7 +13,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -326,9 +325,9 @@ def _kaggle_key(name: str) -> Tuple[int, str]:
 def _write_catsdogs(src: Path, dest: Path, split: Dict[str, Dict[str, List[str]]], mode: str, note: Optional[str],
                     skipped: List[str]) -> None:
     """Fill the empty folder ``dest`` with the split (symlinks to or copies of ``src``'s files) and split.json."""
-    from tqdm import tqdm
+    from .progress import progress
     total = sum(len(v) for part in split.values() for v in part.values())
-    with tqdm(total=total, desc=mode, unit='file', leave=False) as bar:
+    with progress(total=total, desc=mode, unit='file') as bar:
         for part, classes in split.items():
             for c, files in classes.items():
                 (dest / part / c).mkdir(parents=True)

@@ -109,7 +109,7 @@ def write(out_dir: os.PathLike | str, gen: Generated, *, overwrite: bool = False
     dataset at ``out_dir``. An existing non-empty ``out_dir`` is replaced only with ``overwrite=True`` and
     only if it holds nothing but a generated dataset; otherwise UserError.
     """
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     out = Path(out_dir).expanduser().absolute()
     _check_target(out, gen, overwrite)
@@ -118,7 +118,7 @@ def write(out_dir: os.PathLike | str, gen: Generated, *, overwrite: bool = False
     try:
         files: Dict[str, Dict[str, object]] = {}
         total = len(gen.classes) * sum(gen.per_class)
-        with tqdm(total=total, desc=f'{gen.what} data', unit='img', disable=not progress, leave=False) as bar:
+        with progress_bar(total=total, desc=f'{gen.what} data', unit='img', enabled=progress) as bar:
             for s, (split, per_class) in enumerate(zip(SPLITS, gen.per_class)):
                 for name in gen.classes:
                     (tmp / split / name).mkdir(parents=True)

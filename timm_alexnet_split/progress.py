@@ -2,7 +2,8 @@
 
 ``progress(total=..., desc=...)`` is used like tqdm: as a context manager with ``update(n)``, or wrapping
 an iterable. Off a terminal it prints ``desc: n/total (p%)`` on stderr at most every ``every`` seconds and
-at the end, so a log file gets a handful of readable lines instead of thousands of bar redraws.
+at the end (work shorter than ``quiet_under`` seconds prints nothing), so a log file gets a handful of
+readable lines instead of thousands of bar redraws.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ class PlainProgress:
     """tqdm's counting interface, reported as plain lines (at most one per ``every`` seconds, and the last)."""
 
     def __init__(self, iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = '',
-                 unit: str = 'it', every: float = 10.0, file: Optional[TextIO] = None) -> None:
+                 unit: str = 'it', every: float = 10.0, file: Optional[TextIO] = None, quiet_under: float = 2.0) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, '__len__'):
             total = len(iterable)  # type: ignore[arg-type]
-        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.total, self.desc, self.unit, self.every, self.quiet_under = total, desc, unit, every, quiet_under
+        self._printed = False
         self.file = file if file is not None else sys.stderr
         self.n = 0
         self._start = self._last = time.monotonic()
@@ -38,6 +40,7 @@ class PlainProgress:
         now = time.monotonic()
         if now - self._last >= self.every and (not self.total or self.n < self.total):
             self._last = now
+            self._printed = True
             print(self._line(), file=self.file, flush=True)
 
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
@@ -46,7 +49,7 @@ class PlainProgress:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.n:
+            if self.n and (self._printed or time.monotonic() - self._start >= self.quiet_under):
                 print(self._line(), file=self.file, flush=True)
 
     def __enter__(self) -> 'PlainProgress':

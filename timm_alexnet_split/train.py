@@ -465,6 +465,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.sched == 'plateau' and (args.plateau_metric or 'val').startswith('val') and not args.val_split:
         raise UserError('the plateau schedule watches a validation metric but --val-split is empty; '
                         'use --plateau-metric train_top1 or give a validation split')
+    if getattr(args, 'demo_dataset', 'demo') != 'demo' and not args.demo_data:
+        raise UserError(f'--demo-dataset {args.demo_dataset} needs --demo-data (without it the data comes from --data-dir)')
     if args.pca_lighting < 0:
         raise UserError(f'--pca-lighting must be >= 0, got {args.pca_lighting}')
     if args.pca_lighting == 0 and args.pca_eig != 'imagenet':
@@ -1705,6 +1707,9 @@ def _build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer,
         if args.sched_on_updates:
             raise UserError('--sched plateau steps per epoch; leave out --sched-on-updates')
         metric = _plateau_metric(args, has_eval)
+        if metric.startswith('val_') and not has_eval:
+            raise UserError(f'--plateau-metric {metric}: there is no validation split to watch, so the rate would never '
+                            'decay; use --plateau-metric train_top1 or give a validation split')
         return PlateauDecay(
             optimizer, patience=args.plateau_patience or args.patience_epochs, max_decays=args.plateau_max_decays,
             decay_rate=args.decay_rate, mode=PLATEAU_METRICS[metric], warmup_t=args.warmup_epochs,
@@ -2157,7 +2162,9 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--use-ema', action='store_true',
                         help='evaluate the EMA weights of a timm training checkpoint (state_dict_ema), as timm validate.py')
     parser.add_argument('--data-dir', metavar='DIR', help='dataset root (the split is looked up under it)')
-    parser.add_argument('--demo-data', action='store_true', help='the embedded demo dataset')
+    parser.add_argument('--demo-data', action='store_true', help='an embedded dataset (generated on first use)')
+    parser.add_argument('--demo-dataset', default='demo', choices=('demo', 'demo-hard', 'leaves'), metavar='NAME',
+                        help='with --demo-data: demo (default), demo-hard or leaves')
     parser.add_argument('--dataset', default='', metavar='NAME', help='"" (folders) or torch/NAME, as timm')
     parser.add_argument('--split', default='validation', help='split to evaluate (default: validation)')
     parser.add_argument('--ten-crop', action='store_true', help='ten crops, softmax averaged (the paper\'s test)')
@@ -2219,8 +2226,11 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
         in_chans=None, input_size=data_config['input_size'], input_img_mode=None, input_key=None, target_key=None,
         val_num_samples=None, dataset_download=False, dataset_trust_remote_code=False, batch_size=args.batch_size,
         val_split=args.split)
+    if args.demo_dataset != 'demo' and not args.demo_data:
+        raise UserError(f'--demo-dataset {args.demo_dataset} needs --demo-data')
     if vargs.demo_data:
-        vargs.data_dir = str(importlib.import_module('timm_alexnet_split.data').ensure_demo_data(args.data_dir or None))
+        data = importlib.import_module('timm_alexnet_split.data')
+        vargs.data_dir = str(data.ensure_dataset(args.demo_dataset, args.data_dir or None))
     if not vargs.data_dir and _folder_like(args.dataset):
         raise UserError('give --data-dir DIR (or --dataset torch/NAME, or --demo-data)')
     if vargs.data_dir and _folder_like(args.dataset) and not os.path.exists(vargs.data_dir):
