@@ -5,11 +5,12 @@ colour-agnostic and those of the other largely colour-specific; Distill's "Branc
 2021) adds spatial frequency as a second axis and finds the division latent in unsplit networks. This module
 reads the file and orchestrates; the parts are torch-free sibling modules:
 
-- reading (here): conv1 from the graph, not from names: one Conv per tower all reading the image (our
-  export), or one Conv whose output channels are split by the ``group`` of the next Conv downstream (Caffe
-  style; at least two conv1 channels per group, so a depthwise successor is not towers); metadata written by
-  our exporter is used when consistent; ``--groups`` overrides both; conv2 (the next Conv) for the latent
-  analysis;
+- reading: onnx_graph (the package's one ONNX reader: hostile-file checks, graph index) and kernel_graph
+  (conv1 from the graph, not from names: one Conv per tower all reading the image (our export), or one Conv
+  whose output channels are split by the ``group`` of the next Conv downstream (Caffe style; at least two conv1
+  channels per group, so a depthwise successor is not towers); conv2, the next Conv, for the latent analysis);
+  here: metadata written by our exporter (contracts.ONNX_*) is used when consistent, ``--groups`` overrides
+  both; .safetensors files and run folders;
 - kernel_measures: chromatic fraction (whole kernel, low-pass part, W - W0), luminance frequency, tests;
 - kernel_compare: towers compared on colour and frequency, the verdict in words;
 - latent: conv1 -> conv2 connectivity, its SVD against chromatic fraction and frequency;

@@ -191,8 +191,8 @@ def load_onnx(path: str):
     p = _check_input_path(path)
     try:
         model = _load_checked(p, external=True)
-    except KernelsError as e:
-        raise UserError(f'{e} (the Zoo\'s bvlcalexnet-12.onnx is one file of about 233 MiB)') from None
+    except KernelsError as e:  # the checks' own one line
+        raise UserError(str(e)) from None
     if not len(model.graph.node):
         raise UserError(f'{path} holds no ONNX graph (not an ONNX model, or an empty one)')
     return model
