@@ -6,32 +6,17 @@ in turn within every round, so that load drift on a shared machine hits all alik
 from __future__ import annotations
 
 import functools
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from . import ort
+from .bench import time_variants
 from .export import INPUT_NAME, _random_images, create_split_model, export_onnx
 
 __all__ = ['bench_onnxruntime']
-
-
-def _interleaved_medians(fns: Sequence, warmup: int, repeats: int) -> List[float]:
-    """Median seconds of each function, timed in turn within every round so load drift hits all alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: List[List[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
 
 
 def bench_onnxruntime(
@@ -47,9 +32,9 @@ def bench_onnxruntime(
 
     Exports ``model_name`` once per LRN form (``lrn_forms``: 'node', the default export, and 'ops') to a temporary
     folder (verified), then times one batch per run at each batch size: median of ``repeats`` runs after ``warmup``,
-    PyTorch and each file timed in turn. All use ``threads`` intra-op threads (default: torch's). Returns one dict
-    per batch size and LRN form: model, lrn_form, batch_size, threads, torch_img_s, ort_img_s, ratio (onnxruntime
-    speed / PyTorch speed), and the export's max_rel_err.
+    PyTorch and each file timed in turn (bench.time_variants). All use ``threads`` intra-op threads (default:
+    torch's). Returns one dict per batch size and LRN form: model, lrn_form, batch_size, threads, torch_img_s,
+    ort_img_s, ratio (onnxruntime speed / PyTorch speed), and the export's max_rel_err.
     """
     threads = threads or torch.get_num_threads()
     model = create_split_model(model_name, num_classes=num_classes).eval()
@@ -73,12 +58,14 @@ def bench_onnxruntime(
                     with torch.inference_mode():
                         model(x)
 
-                fns = [run_torch] + [functools.partial(sess.run, None, feed) for sess in sessions]
-                t_torch, *t_ort = _interleaved_medians(fns, warmup, repeats)
-                for form, t, report in zip(lrn_forms, t_ort, reports):
+                steps = {'torch': run_torch, **{f'ort {form}': functools.partial(sess.run, None, feed)
+                                                for form, sess in zip(lrn_forms, sessions)}}
+                ips = time_variants(steps, torch.device('cpu'), repeats, warmup, b)
+                for form, report in zip(lrn_forms, reports):
                     results.append(dict(model=model_name, lrn_form=form, batch_size=b, threads=threads,
-                                        torch_img_s=round(b / t_torch, 2), ort_img_s=round(b / t, 2),
-                                        ratio=round(t_torch / t, 3), max_rel_err=float(f'{report["max_rel_err"]:.3g}')))
+                                        torch_img_s=round(ips['torch'], 2), ort_img_s=round(ips[f'ort {form}'], 2),
+                                        ratio=round(ips[f'ort {form}'] / ips['torch'], 3),
+                                        max_rel_err=float(f'{report["max_rel_err"]:.3g}')))
         finally:
             torch.set_num_threads(prev)
     return results
