@@ -13,6 +13,7 @@ Kernel makers return float32 arrays (n, 3, size, size): ``grey_kernels`` (chroma
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -178,3 +179,43 @@ def move_to_external(model: onnx.ModelProto, tensor_name: str, location: str, da
     for key, value in entries.items():
         t.external_data.add(key=key, value=value)
     return model
+
+
+def with_initializer(model: onnx.ModelProto, name: str, edit) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializer ``name`` was changed in place by ``edit(tensor)``."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    edit(next(t for t in model.graph.initializer if t.name == name))
+    return model
+
+
+def _absurd_shape(t: TensorProto) -> None:
+    t.ClearField('dims')
+    t.dims.extend([2 ** 20, 3, 2 ** 10, 2 ** 10])
+
+
+def _short_raw_data(t: TensorProto) -> None:
+    t.raw_data = t.raw_data[:-4]
+
+
+def hostile_files(model: onnx.ModelProto, tensor_name: str, tmp: Path) -> Dict[str, Path]:
+    """Hostile or broken copies of ``model`` under ``tmp`` (initializer ``tensor_name`` tampered with), by name.
+
+    External data outside the model's folder ('traversal': ``../``, 'absolute', 'symlink': a link leading out),
+    missing or too short ('missing_data', 'short_data', 'length': a declared length that does not fit the shape),
+    a declared shape of 2**41 elements ('absurd'), raw data shorter than the shape ('raw_size'). The models lie in
+    ``tmp / 'model'``; ``tmp / 'secret.bin'`` holds the tensor's bytes (outside that folder).
+    """
+    sub = tmp / 'model'
+    sub.mkdir(parents=True, exist_ok=True)
+    t = next(t for t in model.graph.initializer if t.name == tensor_name)
+    (tmp / 'secret.bin').write_bytes(numpy_helper.to_array(t).tobytes())
+    os.symlink(tmp / 'secret.bin', sub / 'link.bin')
+    (sub / 'short.bin').write_bytes(b'\0' * 100)
+    external = {'traversal': ('../secret.bin', None), 'absolute': (str(tmp / 'secret.bin'), None),
+                'symlink': ('link.bin', None), 'missing_data': ('nowhere.bin', None), 'short_data': ('short.bin', None),
+                'length': ('short.bin', 100)}
+    out = {name: save(move_to_external(model, tensor_name, loc, length=length), sub / f'{name}.onnx')
+           for name, (loc, length) in external.items()}
+    out['absurd'] = save(with_initializer(model, tensor_name, _absurd_shape), sub / 'absurd.onnx')
+    out['raw_size'] = save(with_initializer(model, tensor_name, _short_raw_data), sub / 'raw_size.onnx')
+    return out

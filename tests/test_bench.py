@@ -24,7 +24,7 @@ def test_bench_writes_ratios(tmp_path, capsys):
 @pytest.mark.slow
 def test_onnxruntime_bench_times_both_lrn_forms_against_pytorch():
     """The bench's onnxruntime part: each export form timed against PyTorch in the same run (ratios, not seconds)."""
-    from timm_alexnet_split.export import bench_onnxruntime
+    from timm_alexnet_split.ort_bench import bench_onnxruntime
     rows = bench_onnxruntime('alexnet_split_2', batch_sizes=(1,), warmup=0, repeats=1, threads=1, num_classes=10)
     assert [r['lrn_form'] for r in rows] == ['node', 'ops']
     assert rows[0]['torch_img_s'] == rows[1]['torch_img_s'], 'one PyTorch baseline, timed in the same rounds'

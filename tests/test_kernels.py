@@ -4,27 +4,28 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, numpy_helper
+from kernel_cli import report, run
+from no_torch import env_without_torch
+from onnx import TensorProto
 from onnx_graphs import (
     caffe_style_graph,
     colour_kernels,
     grey_input_graph,
     grey_kernels,
+    hostile_files,
     move_to_external,
     no_conv_graph,
     random_kernels,
     save,
     tower_metadata,
     tower_style_graph,
+    with_initializer,
 )
 
 from timm_alexnet_split import kernels as K
@@ -42,18 +43,8 @@ def colour(n: int, seed: int = 1) -> np.ndarray:
     return colour_kernels(n, seed=seed, luminance=1.0)
 
 
-def run(argv, capsys):
-    rc = K.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def snapshot(root: Path) -> set:
     return {p.relative_to(root) for p in root.rglob('*')}
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / 'report.json').read_text())
 
 
 # ----------------------------------------------------------------------------------------------- measures
@@ -362,12 +353,6 @@ def test_cli_dispatches_to_kernels(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------- bad input
 
-def _with_weight(model: onnx.ModelProto, name: str, edit) -> onnx.ModelProto:
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    edit(next(t for t in model.graph.initializer if t.name == name))
-    return model
-
-
 def _bad_inputs(tmp: Path) -> dict:
     """name -> argv of an input the tool must refuse (files made under ``tmp``)."""
     good = tower_style_graph([grey(8), colour(8)])
@@ -380,28 +365,12 @@ def _bad_inputs(tmp: Path) -> dict:
     (tmp / 'folder.onnx').mkdir()
     save(no_conv_graph(), tmp / 'noconv.onnx')
     save(grey_input_graph(), tmp / 'onechannel.onnx')
-    sub = tmp / 'model'
-    sub.mkdir()
-    (tmp / 'secret.bin').write_bytes(numpy_helper.to_array(good.graph.initializer[0]).tobytes())
-    save(move_to_external(good, 'towers.0.conv1.weight', '../secret.bin'), sub / 'traversal.onnx')
-    save(move_to_external(good, 'towers.0.conv1.weight', str(tmp / 'secret.bin')), sub / 'absolute.onnx')
-    os.symlink(tmp / 'secret.bin', sub / 'link.bin')
-    save(move_to_external(good, 'towers.0.conv1.weight', 'link.bin'), sub / 'symlink.onnx')
-    save(move_to_external(good, 'towers.0.conv1.weight', 'nowhere.bin'), sub / 'missing_data.onnx')
-    (sub / 'short.bin').write_bytes(b'\0' * 100)
-    save(move_to_external(good, 'towers.0.conv1.weight', 'short.bin'), sub / 'short_data.onnx')
-    save(move_to_external(good, 'towers.0.conv1.weight', 'short.bin', length=100), sub / 'length.onnx')
-
-    def absurd(t):
-        t.ClearField('dims')
-        t.dims.extend([2 ** 20, 3, 2 ** 10, 2 ** 10])
-    save(_with_weight(caffe, 'conv1_w_0', absurd), tmp / 'absurd.onnx')
-    save(_with_weight(caffe, 'conv1_w_0', lambda t: setattr(t, 'raw_data', t.raw_data[:-4])), tmp / 'rawsize.onnx')
+    hostile = hostile_files(good, 'towers.0.conv1.weight', tmp)
 
     def int8(t):
         t.data_type = TensorProto.INT8
         t.raw_data = b'\0' * (t.raw_data and len(t.raw_data) // 4)
-    save(_with_weight(caffe, 'conv1_w_0', int8), tmp / 'quantised.onnx')
+    save(with_initializer(caffe, 'conv1_w_0', int8), tmp / 'quantised.onnx')
     (tmp / 'bad.safetensors').write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": 1}')
     run_dir = tmp / 'run' / 'conv1'
     run_dir.mkdir(parents=True)
@@ -413,10 +382,7 @@ def _bad_inputs(tmp: Path) -> dict:
     return {
         'not_onnx': [tmp / 'text.onnx'], 'truncated': [tmp / 'truncated.onnx'], 'empty': [tmp / 'empty.onnx'],
         'missing': [tmp / 'nothere.onnx'], 'folder': [tmp / 'folder.onnx'], 'no_conv': [tmp / 'noconv.onnx'],
-        'not_3_channel': [tmp / 'onechannel.onnx'], 'traversal': [sub / 'traversal.onnx'],
-        'absolute': [sub / 'absolute.onnx'], 'symlink': [sub / 'symlink.onnx'],
-        'missing_data': [sub / 'missing_data.onnx'], 'short_data': [sub / 'short_data.onnx'],
-        'length': [sub / 'length.onnx'], 'absurd': [tmp / 'absurd.onnx'], 'raw_size': [tmp / 'rawsize.onnx'],
+        'not_3_channel': [tmp / 'onechannel.onnx'], **{name: [path] for name, path in hostile.items()},
         'quantised': [tmp / 'quantised.onnx'], 'bad_safetensors': [tmp / 'bad.safetensors'],
         'groups_zero': [good_path, '--groups', '0'], 'groups_too_many': [good_path, '--groups', '17'],
         'groups_not_int': [good_path, '--groups', 'two'], 'no_input': [],
@@ -491,24 +457,8 @@ def test_evolution_gif_plot_and_json(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------------------- no torch
 
-BLOCK_TORCH = '''
-import importlib.abc, sys
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == 'torch' or name.startswith('torch.'):
-            raise ImportError('torch is blocked in this test')
-        return None
-sys.meta_path.insert(0, _NoTorch())
-'''
-
-
 def test_runs_as_a_script_without_torch(tmp_path):
-    block = tmp_path / 'block'
-    block.mkdir()
-    (block / 'sitecustomize.py').write_text(textwrap.dedent(BLOCK_TORCH))
-    env = {**os.environ, 'PYTHONPATH': str(block), 'MPLBACKEND': 'Agg'}
-    probe = subprocess.run([sys.executable, '-c', 'import torch'], env=env, capture_output=True, text=True)
-    assert probe.returncode != 0 and 'blocked' in probe.stderr   # the blocker works
+    env = env_without_torch(tmp_path)
     from safetensors.numpy import save_file
     save_file({'towers.0.conv1.weight': grey(16), 'towers.1.conv1.weight': colour(16)}, str(tmp_path / 'w.safetensors'))
     path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'data' / 'm.onnx')
@@ -536,10 +486,7 @@ sys.exit(rc)
 
 def test_loads_under_a_stub_parent_package_without_torch(tmp_path):
     """As the command line loads it: timm_alexnet_split.kernels under a parent package whose __init__ never runs."""
-    block = tmp_path / 'block'
-    block.mkdir()
-    (block / 'sitecustomize.py').write_text(textwrap.dedent(BLOCK_TORCH))
-    env = {**os.environ, 'PYTHONPATH': str(block), 'MPLBACKEND': 'Agg'}
+    env = env_without_torch(tmp_path)
     path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'm.onnx')
     code = STUB_PARENT.format(folder=str(KERNELS_PY.parent))
     done = subprocess.run([sys.executable, '-c', code, str(path), '--out', str(tmp_path / 'r'), '--permutations', '500'],

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_cli import report, run
 from onnx import TensorProto, helper, numpy_helper
 from onnx_graphs import IR_VERSION, OPSET, caffe_style_graph, colour_kernels, grey_kernels, save, tower_style_graph
 
-from timm_alexnet_split import kernels as K
 from timm_alexnet_split.latent import connectivity, double_centre
 
 FAST = ['--permutations', '2000', '--quiet']
-
-
-def run(argv, capsys):
-    rc = K.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / 'report.json').read_text())
 
 
 def conv1_of_two_kinds(n: int = 24, seed: int = 0):

@@ -8,22 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_cli import report, run
 from onnx_graphs import colour_kernels, grey_kernels, random_kernels, save, tower_style_graph
 
 from timm_alexnet_split import kernels as K
 from timm_alexnet_split.kernel_measures import low_pass_components, resolve_measure
 
 FAST = ['--permutations', '2000', '--quiet']
-
-
-def run(argv, capsys):
-    rc = K.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / 'report.json').read_text())
 
 
 def noisy(w: np.ndarray, noise: float, seed: int) -> np.ndarray:

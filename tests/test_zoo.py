@@ -16,6 +16,7 @@ import pytest
 import timm
 import torch
 from bvlc_graphs import bvlc_model, bvlc_weights, no_conv_model
+from onnx_graphs import colour_kernels, grey_kernels, hostile_files, tower_style_graph
 from safetensors import safe_open
 from safetensors.torch import load_file
 from unwritable import KINDS, unwritable_folder
@@ -202,6 +203,27 @@ def test_cli_refuses_files_that_are_not_onnx(tmp_path, zoo12, capsys):
     assert 'cut.onnx' in _run_bad([str(cut), '-o', str(tmp_path / 'b.safetensors')], capsys)
     assert 'does not exist' in _run_bad([str(tmp_path / 'missing.onnx'), '-o', str(tmp_path / 'c.safetensors')], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cut.onnx', 'notes.onnx']
+
+
+HOSTILE = {'traversal': 'path traversal', 'absolute': 'path traversal', 'symlink': 'path traversal',
+           'missing_data': 'is missing from', 'short_data': 'too short', 'length': 'declares 100 bytes',
+           'absurd': 'absurd size', 'raw_size': 'corrupt or truncated'}
+
+
+@pytest.mark.parametrize('case', HOSTILE)
+def test_cli_refuses_hostile_graphs_as_the_kernel_tool_does(tmp_path, capsys, monkeypatch, case):
+    """External data outside the model's folder, declared sizes that do not fit or are absurd: one line, exit 2,
+    nothing written, and no byte outside the model's folder read."""
+    small = tower_style_graph([grey_kernels(4), colour_kernels(4)])
+    path = hostile_files(small, 'towers.0.conv1.weight', tmp_path)[case]
+    opened = []
+    real_open = open
+    monkeypatch.setattr('builtins.open', lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    before = sorted(tmp_path.rglob('*'))
+    err = _run_bad([str(path), '-o', str(tmp_path / 'out.safetensors')], capsys)
+    assert HOSTILE[case] in err
+    assert sorted(tmp_path.rglob('*')) == before
+    assert not any('secret' in f for f in opened)
 
 
 def test_cli_never_overwrites_without_force(tmp_path, zoo12, capsys):

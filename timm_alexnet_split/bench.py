@@ -15,7 +15,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -175,7 +175,7 @@ def _data_main(args: argparse.Namespace, device: torch.device, out: Path) -> int
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description='Measure, in one run, the training and inference throughput of alexnet_split_2 with our fused '
@@ -200,18 +200,83 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--data-images', type=int, default=400, metavar='N', help='--data: images generated (default 400)')
     parser.add_argument('--data-dir', default=None, metavar='DIR',
                         help='--data: where the temporary images go (default: the system temp folder)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Tuple[torch.device, int, Path]:
+    """(device, batch size, output path) from the options; UserError for impossible ones."""
     from .errors import UserError
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda asked for, but CUDA is not available here')
-    gpu = device.type == 'cuda'
-    batch = args.batch_size or (256 if gpu else 32)
+    batch = args.batch_size or (256 if device.type == 'cuda' else 32)
     if batch < 1 or args.rounds < 1 or args.warmup < 0:
         raise UserError('--batch-size and --rounds must be >= 1, --warmup >= 0')
     out = Path(args.json or f'runs/bench/bench-{datetime.now().strftime("%Y%m%d-%H%M%S")}.json')
     if out.exists():
         raise UserError(f'{out} exists; choose another --json path')
+    return device, batch, out
+
+
+def _lrn_section(results: dict, args: argparse.Namespace, device: torch.device, batch: int) -> None:
+    """Ours against LRN removed and nn.LocalResponseNorm (fp32; on a GPU also bf16 + channels_last)."""
+    gpu = device.type == 'cuda'
+    settings = [(False, False)] + ([(True, True)] if gpu else [])
+    for amp, cl in settings:
+        rows = bench_lrn(device, batch, amp, cl, args.rounds, args.warmup, with_tv=gpu, img_size=args.img_size)
+        results['rows'] += rows
+        tag = f'{device.type}, batch {batch}, ' + ('bf16 autocast + channels_last' if amp else 'fp32')
+        print(f'\n{tag}  (images/s; ratio = ours / LRN removed, higher is better)')
+        for r in rows:
+            extra = f'  vs torchvision alexnet {r["ratio_to_tv_alexnet"]:.2f}' if 'ratio_to_tv_alexnet' in r else ''
+            print(f'  {r["mode"]:<6}{r["variant"]:<12}{r["img_s"]:>10.1f} img/s   ratio {r["ratio_to_no_lrn"]:.3f}{extra}')
+
+
+def _gpu_section(results: dict, args: argparse.Namespace, device: torch.device, batch: int) -> None:
+    """torch.compile against eager, and the towers placed with --model-parallel against the unplaced model."""
+    c = bench_compile(device, batch, True, args.rounds, args.warmup)
+    results['rows'].append(c)
+    print(f'\ntorch.compile (train, bf16): rel. error vs eager {c["rel_err_vs_eager"]:.1e}, '
+          f'{c["img_s"]:.0f} img/s, {c["ratio_to_eager"]:.2f}x eager')
+    placements = [['cuda:0', 'cuda:0']] + ([['cuda:0', 'cuda:1']] if torch.cuda.device_count() > 1 else [])
+    p_rows = bench_placement(device, batch, True, args.rounds, args.warmup, placements, img_size=args.img_size)
+    results['rows'] += p_rows
+    print('\n--model-parallel: towers placed vs the unplaced model (train, bf16)')
+    for r in p_rows:
+        print(f'  {r["towers_on"]:<18}{r["img_s"]:>10.1f} img/s   ratio {r["ratio_to_unplaced"]:.3f}')
+
+
+def _onnx_section(results: dict, args: argparse.Namespace) -> None:
+    """onnxruntime against PyTorch eager with one thread and with torch's threads."""
+    try:
+        from .ort_bench import bench_onnxruntime
+    except ImportError:
+        print('\nonnxruntime vs PyTorch: export module not available, skipped')
+        return
+    ort_rows = []
+    for threads in sorted({1, torch.get_num_threads()}):
+        ort_rows += bench_onnxruntime('alexnet_split_2', batch_sizes=tuple(args.onnx_batch_sizes), threads=threads)
+    results['onnxruntime'] = ort_rows
+    print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference (ratio = ort / torch; goal >= 1);\n'
+          'export with LRN as ONNX LRN nodes (default) and as elementary ops (export --lrn ops)')
+    for r in ort_rows:
+        print(f'  threads {r["threads"]}, batch {r["batch_size"]:>3}, --lrn {r["lrn_form"]:<4}: '
+              f'torch {r["torch_img_s"]:.1f} img/s, onnxruntime {r["ort_img_s"]:.1f} img/s, ratio {r["ratio"]:.2f}')
+
+
+def _print_goals(results: dict) -> None:
+    ours = [r for r in results['rows'] if r.get('variant') == 'ours' and r['mode'] == 'train']
+    for r in ours:
+        goal = 0.90 if r['amp_bf16'] else 0.85
+        verdict = 'meets' if r['ratio_to_no_lrn'] >= goal else 'MISSES'
+        print(f'\ngoal: train ratio {r["ratio_to_no_lrn"]:.3f} {verdict} the goal >= {goal} '
+              f'({"bf16" if r["amp_bf16"] else "fp32"}, batch {r["batch"]})')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    device, batch, out = _settings(args)
+    gpu = device.type == 'cuda'
     if gpu:
         torch.backends.cudnn.benchmark = True
     if args.data:
@@ -224,49 +289,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'LRN kernels on {device.type}: {lrn_mode(device.type)}; malloc: {malloc} (TIMM_ALEXNET_SPLIT_MALLOC=default: off)')
     results: dict = dict(machine=_machine(), date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                          lrn_kernels=lrn_mode(device.type), malloc=malloc, rows=[])
-    settings = [(False, False)] + ([(True, True)] if gpu else [])
-    for amp, cl in settings:
-        rows = bench_lrn(device, batch, amp, cl, args.rounds, args.warmup, with_tv=gpu, img_size=args.img_size)
-        results['rows'] += rows
-        tag = f'{device.type}, batch {batch}, ' + ('bf16 autocast + channels_last' if amp else 'fp32')
-        print(f'\n{tag}  (images/s; ratio = ours / LRN removed, higher is better)')
-        for r in rows:
-            extra = f'  vs torchvision alexnet {r["ratio_to_tv_alexnet"]:.2f}' if 'ratio_to_tv_alexnet' in r else ''
-            print(f'  {r["mode"]:<6}{r["variant"]:<12}{r["img_s"]:>10.1f} img/s   ratio {r["ratio_to_no_lrn"]:.3f}{extra}')
+    _lrn_section(results, args, device, batch)
     if gpu:
-        c = bench_compile(device, batch, True, args.rounds, args.warmup)
-        results['rows'].append(c)
-        print(f'\ntorch.compile (train, bf16): rel. error vs eager {c["rel_err_vs_eager"]:.1e}, '
-              f'{c["img_s"]:.0f} img/s, {c["ratio_to_eager"]:.2f}x eager')
-    if gpu:
-        placements = [['cuda:0', 'cuda:0']] + ([['cuda:0', 'cuda:1']] if torch.cuda.device_count() > 1 else [])
-        p_rows = bench_placement(device, batch, True, args.rounds, args.warmup, placements, img_size=args.img_size)
-        results['rows'] += p_rows
-        print('\n--model-parallel: towers placed vs the unplaced model (train, bf16)')
-        for r in p_rows:
-            print(f'  {r["towers_on"]:<18}{r["img_s"]:>10.1f} img/s   ratio {r["ratio_to_unplaced"]:.3f}')
+        _gpu_section(results, args, device, batch)
     if not args.skip_onnx:
-        try:
-            from .export import bench_onnxruntime
-        except ImportError:
-            print('\nonnxruntime vs PyTorch: export module not available, skipped')
-        else:
-            ort_rows = []
-            for threads in sorted({1, torch.get_num_threads()}):
-                ort_rows += bench_onnxruntime('alexnet_split_2', batch_sizes=tuple(args.onnx_batch_sizes),
-                                              threads=threads)
-            results['onnxruntime'] = ort_rows
-            print('\nonnxruntime (CPU) vs PyTorch eager, alexnet_split_2 inference (ratio = ort / torch; goal >= 1);\n'
-                  'export with LRN as ONNX LRN nodes (default) and as elementary ops (export --lrn ops)')
-            for r in ort_rows:
-                print(f'  threads {r["threads"]}, batch {r["batch_size"]:>3}, --lrn {r["lrn_form"]:<4}: '
-                      f'torch {r["torch_img_s"]:.1f} img/s, onnxruntime {r["ort_img_s"]:.1f} img/s, ratio {r["ratio"]:.2f}')
-    ours = [r for r in results['rows'] if r.get('variant') == 'ours' and r['mode'] == 'train']
-    for r in ours:
-        goal = 0.90 if r['amp_bf16'] else 0.85
-        verdict = 'meets' if r['ratio_to_no_lrn'] >= goal else 'MISSES'
-        print(f'\ngoal: train ratio {r["ratio_to_no_lrn"]:.3f} {verdict} the goal >= {goal} '
-              f'({"bf16" if r["amp_bf16"] else "fp32"}, batch {r["batch"]})')
+        _onnx_section(results, args)
+    _print_goals(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f'\nwrote {out}')

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .contracts import ST_CLASS_NAMES, ST_DATA_CONFIG, ST_GLOBAL_POOL, ST_IN_CHANS, ST_MODEL, ST_NUM_CLASSES, header_model_kwargs
 from .errors import UserError
 
 __all__ = ['Checkpoint', 'ModelInfo', 'RunInfo', 'find_run_checkpoint', 'load_checkpoint_file', 'load_into', 'read_checkpoint',
@@ -323,23 +324,25 @@ def _info_from_training_checkpoint(obj: Dict[str, Any]) -> ModelInfo:
 
 
 def _info_from_metadata(meta: Dict[str, str]) -> ModelInfo:
-    """ModelInfo from a safetensors header (as the trainer writes it); unparsable entries are ignored."""
+    """ModelInfo from a safetensors header (contracts.ST_*: as the trainer and the importer write it, also the
+    importer's older ``model_args``); unparsable entries are ignored."""
     def load(key: str) -> Any:
         try:
             return json.loads(meta[key]) if key in meta else None
         except json.JSONDecodeError:
             return None
-    num_classes = meta.get('num_classes', '')
-    kw = load('model_kwargs')
-    kw = dict(kw) if isinstance(kw, dict) else {}
-    gp, in_chans = load('gp'), load('in_chans')  # the trainer writes these beside model_kwargs, as train.py's args
+    kw, kw_classes = header_model_kwargs(meta)
+    kw = kw or {}
+    gp, in_chans = load(ST_GLOBAL_POOL), load(ST_IN_CHANS)  # the trainer writes these beside model_kwargs, as its args
     if isinstance(gp, str) and gp:
         kw.setdefault('global_pool', gp)
     if isinstance(in_chans, int) and in_chans > 0:
         kw.setdefault('in_chans', in_chans)
-    info = ModelInfo(model=meta.get('model') or None, num_classes=int(num_classes) if num_classes.isdigit() else None,
-                     model_kwargs=kw, class_names=_names(load('class_names')))
-    return _with_data_config(info, load('data_config'))
+    num_classes = meta.get(ST_NUM_CLASSES, '')
+    info = ModelInfo(model=meta.get(ST_MODEL) or None,
+                     num_classes=int(num_classes) if num_classes.isdigit() else kw_classes,
+                     model_kwargs=kw, class_names=_names(load(ST_CLASS_NAMES)))
+    return _with_data_config(info, load(ST_DATA_CONFIG))
 
 
 def read_run(run_dir: Path) -> RunInfo:

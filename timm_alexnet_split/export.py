@@ -29,9 +29,7 @@ import copy
 import functools
 import io
 import json
-import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -42,10 +40,25 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import ort
 from .atomic import replace_when_done
+from .contracts import (
+    ONNX_ARCHITECTURE,
+    ONNX_CHANNEL_ORDER,
+    ONNX_CONV1_NODES,
+    ONNX_INPUT_SIZE,
+    ONNX_LRN,
+    ONNX_MEAN,
+    ONNX_NUM_CLASSES,
+    ONNX_NUM_TOWERS,
+    ONNX_PACKAGE_VERSION,
+    ONNX_PREPROCESSING,
+    ONNX_STD,
+)
 from .errors import UserError
+from .onnx_graph import Graph
 
-__all__ = ['DEFAULT_TOLERANCE', 'MIN_OPSET', 'bench_onnxruntime', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
+__all__ = ['DEFAULT_TOLERANCE', 'MIN_OPSET', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
 
 DEFAULT_TOLERANCE = 1e-4
 MIN_OPSET = 14  # onnx's version converter cannot take the exporter's graph lower (no Relu / Reshape adapter 14 -> 13)
@@ -55,19 +68,13 @@ PROG = 'timm-alexnet-split export'
 
 # ---- what onnxruntime accepts ------------------------------------------------------------------
 def _ort_loads(ir_version: int, opset: int) -> bool:
-    import onnxruntime as ort
+    """True when the installed onnxruntime loads a one-Relu model of this IR version and ai.onnx opset."""
     from onnx import TensorProto, helper
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ('x', 'y')]
     graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'probe', vi[:1], vi[1:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
     model.ir_version = ir_version
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    try:
-        ort.InferenceSession(model.SerializeToString(), opts, providers=['CPUExecutionProvider'])
-        return True
-    except Exception:  # onnxruntime raises its own Fail / InvalidGraph / ...
-        return False
+    return ort.loads(model.SerializeToString())
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,36 +167,33 @@ def _scope_name(path: str) -> str:
     return '/' + '/'.join(parts)
 
 
-def _tidy_graph(proto, model: nn.Module) -> None:
-    """Name nodes and tensors by module, bind Conv/Gemm inputs to initializers named by parameter, drop exporter metadata."""
-    from onnx import defs, numpy_helper
-    graph = proto.graph
-    nodes = list(graph.node)
-    paths = [_module_path(n) for n in nodes]
-    consumers: Dict[str, List[int]] = {}
-    for j, n in enumerate(nodes):
-        for i in n.input:
-            consumers.setdefault(i, []).append(j)
+def _downstream_module(graph: Graph, paths: Sequence[str], j: int, seen: Tuple[int, ...] = ()) -> str:
+    """The first module that a top-level op (cat, view) at node ``j`` feeds, '' when none."""
+    for out in graph.nodes[j].output:
+        for c in graph.consumers.get(out, []):
+            k = graph.index[id(c)]
+            if paths[k]:
+                return paths[k]
+            if k not in seen and (found := _downstream_module(graph, paths, k, seen + (k,))):
+                return found
+    return ''
 
-    def downstream_module(j: int, seen: Tuple[int, ...] = ()) -> str:  # the first module a top-level op (cat, view) feeds
-        for out in nodes[j].output:
-            for c in consumers.get(out, []):
-                if paths[c]:
-                    return paths[c]
-                if c not in seen and (found := downstream_module(c, seen + (c,))):
-                    return found
-        return ''
 
+def _name_nodes(graph: Graph, paths: Sequence[str]) -> None:
+    """'/towers.0/conv1/Conv' by module; top-level ops by the module they feed ('/conv3_input/Concat'); _1, _2 for repeats."""
     used: Counter = Counter()
-    for j, n in enumerate(nodes):
+    for j, n in enumerate(graph.nodes):
         if paths[j]:
             base = f'{_scope_name(paths[j])}/{n.op_type}'
         else:
-            feeds = downstream_module(j)
+            feeds = _downstream_module(graph, paths, j)
             base = f'/{feeds.split(".")[-1]}_input/{n.op_type}' if feeds else f'/{n.op_type}'
         n.name = base if not used[base] else f'{base}_{used[base]}'
         used[base] += 1
 
+
+def _name_values(graph) -> None:
+    """Intermediate values named after the node that computes them: '<node>_output_<i>'."""
     keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
     rename = {out: f'{n.name}_output_{i}' for n in graph.node for i, out in enumerate(n.output) if out and out not in keep}
     for n in graph.node:
@@ -198,32 +202,43 @@ def _tidy_graph(proto, model: nn.Module) -> None:
     for vi in graph.value_info:
         vi.name = rename.get(vi.name, vi.name)
 
-    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+def _bind_slot(graph, inits: Dict[str, Any], n, slot: int, key: str, want: np.ndarray) -> None:
+    """Let input ``slot`` of ``n`` read the initializer ``key`` when it holds the same values (or a dropped zero bias)."""
+    from onnx import numpy_helper
+    cur = n.input[slot] if slot < len(n.input) else ''
+    if cur == key:
+        return
+    same = cur in inits and np.array_equal(numpy_helper.to_array(inits[cur]), want)
+    dropped = not cur and slot == len(n.input) and not np.any(want)  # the optimizer removed a zero bias
+    if not (same or dropped):
+        return
+    if key not in inits:
+        inits[key] = numpy_helper.from_array(np.ascontiguousarray(want), key)
+        graph.initializer.append(inits[key])
+    if dropped:
+        n.input.append(key)
+    else:
+        n.input[slot] = key
+
+
+def _bind_parameters(graph, nodes: Sequence[Any], paths: Sequence[str], params: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Conv/Gemm weight and bias inputs read initializers named by parameter ('towers.0.conv1.weight')."""
     inits = {t.name: t for t in graph.initializer}
     for n, path in zip(nodes, paths):
         if n.op_type not in ('Conv', 'Gemm') or not path:
             continue
         for slot, suffix in ((1, 'weight'), (2, 'bias')):
-            key = f'{path}.{suffix}'
-            want = params.get(key)
-            if want is None:
-                continue
-            cur = n.input[slot] if slot < len(n.input) else ''
-            if cur == key:
-                continue
-            same = cur in inits and np.array_equal(numpy_helper.to_array(inits[cur]), want)
-            dropped = not cur and slot == len(n.input) and not np.any(want)  # the optimizer removed a zero bias
-            if not (same or dropped):
-                continue
-            if key not in inits:
-                inits[key] = numpy_helper.from_array(np.ascontiguousarray(want), key)
-                graph.initializer.append(inits[key])
-            if dropped:
-                n.input.append(key)
-            else:
-                n.input[slot] = key
-    opset = _opset(proto)
-    for n in graph.node:  # other constants (a Reshape's shape): '<node>/<input name in the operator schema>'
+            want = params.get(f'{path}.{suffix}')
+            if want is not None:
+                _bind_slot(graph, inits, n, slot, f'{path}.{suffix}', want)
+    return inits
+
+
+def _name_constants(graph, inits: Dict[str, Any], params: Dict[str, np.ndarray], opset: int) -> None:
+    """Other constants (a Reshape's shape), used once: '<node>/<input name in the operator schema>'."""
+    from onnx import defs
+    for n in graph.node:
         for slot, i in enumerate(n.input):
             if i in inits and i not in params and sum(i in c.input for c in graph.node) == 1:
                 try:
@@ -234,6 +249,10 @@ def _tidy_graph(proto, model: nn.Module) -> None:
                 inits[i].name = new
                 inits[new] = inits.pop(i)
                 n.input[slot] = new
+
+
+def _drop_unused(graph, params: Dict[str, np.ndarray]) -> None:
+    """Initializers nobody reads go; the rest in parameter order. value_info of vanished values goes too."""
     live = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     order = {k: j for j, k in enumerate(params)}
     kept = sorted((t for t in graph.initializer if t.name in live), key=lambda t: order.get(t.name, len(order)))
@@ -243,7 +262,19 @@ def _tidy_graph(proto, model: nn.Module) -> None:
     del graph.value_info[:]
     graph.value_info.extend(infos)
 
-    for item in list(graph.node) + list(graph.input) + list(graph.output) + list(graph.value_info):
+
+def _tidy_graph(proto, model: nn.Module) -> None:
+    """Name nodes and tensors by module, bind Conv/Gemm inputs to initializers named by parameter, drop exporter metadata."""
+    index = Graph(proto)
+    paths = [_module_path(n) for n in index.nodes]
+    _name_nodes(index, paths)
+    _name_values(proto.graph)
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    inits = _bind_parameters(proto.graph, index.nodes, paths, params)
+    _name_constants(proto.graph, inits, params, _opset(proto))
+    _drop_unused(proto.graph, params)
+    g = proto.graph
+    for item in list(g.node) + list(g.input) + list(g.output) + list(g.value_info):
         del item.metadata_props[:]
 
 
@@ -308,18 +339,19 @@ def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any]
     from . import __version__
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     arch = cfg.get('architecture') or type(model).__name__
+    mean, std = _mean_std(model, input_size[0])
     meta: Dict[str, Any] = {
-        'architecture': arch + (f'.{cfg["tag"]}' if cfg.get('tag') else ''),
-        'num_towers': model.num_towers,
-        'num_classes': model.num_classes,
-        'conv1_nodes': facts['conv1_nodes'],
-        'channel_order': {3: 'RGB', 1: 'L'}.get(input_size[0], f'{input_size[0]} channels'),
-        'mean': list(_mean_std(model, input_size[0])[0]),
-        'std': list(_mean_std(model, input_size[0])[1]),
-        'input_size': list(input_size),
-        'preprocessing': 'input = (rgb / 255 - mean) / std, rgb in 0..255, NCHW',
-        'lrn': _lrn_meta(model, facts.get('lrn_form', 'node')),
-        'package_version': __version__,
+        ONNX_ARCHITECTURE: arch + (f'.{cfg["tag"]}' if cfg.get('tag') else ''),
+        ONNX_NUM_TOWERS: model.num_towers,
+        ONNX_NUM_CLASSES: model.num_classes,
+        ONNX_CONV1_NODES: facts['conv1_nodes'],
+        ONNX_CHANNEL_ORDER: {3: 'RGB', 1: 'L'}.get(input_size[0], f'{input_size[0]} channels'),
+        ONNX_MEAN: list(mean),
+        ONNX_STD: list(std),
+        ONNX_INPUT_SIZE: list(input_size),
+        ONNX_PREPROCESSING: 'input = (rgb / 255 - mean) / std, rgb in 0..255, NCHW',
+        ONNX_LRN: _lrn_meta(model, facts.get('lrn_form', 'node')),
+        ONNX_PACKAGE_VERSION: __version__,
     }
     meta.update({k: v for k, v in (extra or {}).items() if v is not None})
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
@@ -328,16 +360,7 @@ def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any]
 # ---- verification ------------------------------------------------------------------------------------
 def _session(path: Path):
     """An onnxruntime session: CUDA (TF32 off) when torch sees a GPU, else CPU. Returns (session, provider)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    providers: List[Any] = ['CPUExecutionProvider']
-    if torch.cuda.is_available() and 'CUDAExecutionProvider' in ort.get_available_providers():
-        providers.insert(0, ('CUDAExecutionProvider', {'use_tf32': 0}))
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=providers)
-    except Exception as e:  # onnxruntime's own exception types
-        raise UserError(f'onnxruntime cannot load the export ({str(e).splitlines()[0][:200]})') from e
+    sess = ort.session(path, 'the export', cuda=torch.cuda.is_available())
     return sess, sess.get_providers()[0]
 
 
@@ -372,9 +395,8 @@ def _verify(path: Path, model: nn.Module, input_size: Sequence[int], batches: Se
         out = sess.run(None, {INPUT_NAME: x.numpy()})[0].astype(np.float64)
         if out.shape != ref.shape:
             raise RuntimeError(f'onnxruntime output {out.shape} differs in shape from PyTorch {ref.shape} at batch {b}')
-        err = float(np.abs(out - ref).max())
-        max_abs = max(max_abs, err)
-        max_rel = max(max_rel, err / max(float(np.abs(ref).max()), np.finfo(np.float32).tiny))
+        rel, err = ort.compare(out, ref)
+        max_abs, max_rel = max(max_abs, err), max(max_rel, rel)
     return dict(max_rel_err=max_rel, max_abs_err=max_abs, provider=provider, verified_batches=list(batches))
 
 
@@ -507,27 +529,8 @@ def export_onnx(
     """
     t0 = time.perf_counter()
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f'output {path} is a folder; give a file name such as {path / "model.onnx"}')
-    if path.exists() and not overwrite:
-        raise UserError(f'{path} exists; use --force to replace it, or choose another --output')
-    if batch_size < 2:
-        raise UserError('batch_size must be >= 2 (torch.export would fix a batch of 1 in the graph)')
-    if not 0 < tolerance <= 1:
-        raise UserError(f'tolerance must be in (0, 1], got {tolerance}')
-    if lrn_form not in _LRN_FORMS:
-        raise UserError(f'lrn_form must be one of {", ".join(_LRN_FORMS)}, got {lrn_form!r}')
-    _check_opset(opset)
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    chans = getattr(model, 'in_chans', 3)
-    if input_size is None:  # the pretrained_cfg says 3 channels also for a model made with in_chans=1
-        input_size = (chans, *tuple(cfg.get('input_size') or (3, 224, 224))[1:])
-    input_size = tuple(int(s) for s in input_size)
-    if len(input_size) != 3:
-        raise UserError(f'input_size must be (C, H, W), got {input_size}')
-    if input_size[0] != chans:
-        raise UserError(f'input_size {input_size} has {input_size[0]} channels; the model takes {chans} (in_chans)')
-
+    _check_export_args(path, batch_size, opset, tolerance, overwrite, lrn_form)
+    input_size = _input_size(model, input_size)
     training = model.training
     if any(p.device.type != 'cpu' for p in model.parameters()):
         model = copy.deepcopy(model).cpu()
@@ -540,13 +543,7 @@ def export_onnx(
             report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=_opset(proto),
                                           ir_version=proto.ir_version, num_towers=model.num_towers,
                                           input_size=list(input_size), tolerance=tolerance, **facts)
-            if verify:
-                report.update(_verify(tmp, model, input_size, (1, batch_size + 1)))
-                if not report['max_rel_err'] <= tolerance:
-                    raise UserError(f'onnxruntime ({report["provider"]}) differs from PyTorch by {report["max_rel_err"]:.3g} '
-                                    f'(relative), above the tolerance {tolerance:g}; nothing written')
-            else:
-                _session(tmp)
+            report.update(_check_written(tmp, model, input_size, batch_size, tolerance, verify))
     finally:
         if training is not None:
             model.train(training)
@@ -554,73 +551,55 @@ def export_onnx(
     return report
 
 
-# ---- speed ---------------------------------------------------------------------------------------------
-def _interleaved_medians(fns: Sequence, warmup: int, repeats: int) -> List[float]:
-    """Median seconds of each function, timed in turn within every round so load drift hits all alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: List[List[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
+def _check_export_args(path: Path, batch_size: int, opset: Optional[int], tolerance: float, overwrite: bool,
+                       lrn_form: str) -> None:
+    """UserError, before any work, for an export that cannot be done as asked."""
+    if path.is_dir():
+        raise UserError(f'output {path} is a folder; give a file name such as {path / "model.onnx"}')
+    if path.exists() and not overwrite:
+        raise UserError(f'{path} exists; use --force to replace it, or choose another --output')
+    if batch_size < 2:
+        raise UserError('batch_size must be >= 2 (torch.export would fix a batch of 1 in the graph)')
+    if not 0 < tolerance <= 1:
+        raise UserError(f'tolerance must be in (0, 1], got {tolerance}')
+    if lrn_form not in _LRN_FORMS:
+        raise UserError(f'lrn_form must be one of {", ".join(_LRN_FORMS)}, got {lrn_form!r}')
+    _check_opset(opset)
 
 
-def bench_onnxruntime(
-        model_name: str = 'alexnet_split_2',
-        batch_sizes: Sequence[int] = (1, 32),
-        warmup: int = 2,
-        repeats: int = 5,
-        threads: Optional[int] = None,
-        num_classes: int = 1000,
-        lrn_forms: Sequence[str] = ('node', 'ops'),
-) -> List[Dict[str, Any]]:
-    """onnxruntime (CPU) against PyTorch eager (inference_mode, fp32) on the same model, same run.
+def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]) -> Tuple[int, int, int]:
+    """(C, H, W) to export at: the given one, checked against the model's in_chans, or the pretrained_cfg's."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    chans = getattr(model, 'in_chans', 3)
+    if input_size is None:  # the pretrained_cfg says 3 channels also for a model made with in_chans=1
+        input_size = (chans, *tuple(cfg.get('input_size') or (3, 224, 224))[1:])
+    input_size = tuple(int(s) for s in input_size)
+    if len(input_size) != 3:
+        raise UserError(f'input_size must be (C, H, W), got {input_size}')
+    if input_size[0] != chans:
+        raise UserError(f'input_size {input_size} has {input_size[0]} channels; the model takes {chans} (in_chans)')
+    return input_size
 
-    Exports ``model_name`` once per LRN form (``lrn_forms``: 'node', the default export, and 'ops') to a temporary
-    folder (verified), then times one batch per run at each batch size: median of ``repeats`` runs after ``warmup``,
-    PyTorch and each file timed in turn. All use ``threads`` intra-op threads (default: torch's). Returns one dict
-    per batch size and LRN form: model, lrn_form, batch_size, threads, torch_img_s, ort_img_s, ratio (onnxruntime
-    speed / PyTorch speed), and the export's max_rel_err.
-    """
-    import onnxruntime as ort
-    threads = threads or torch.get_num_threads()
-    model = create_split_model(model_name, num_classes=num_classes).eval()
-    cfg = model.pretrained_cfg
-    input_size = tuple(cfg.get('input_size', (3, 224, 224)))
-    results = []
-    with tempfile.TemporaryDirectory(prefix='alexnet_split_bench_') as d:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle spinning would slow torch's turn
-        sessions, reports = [], []
-        for form in lrn_forms:
-            reports.append(export_onnx(model, Path(d) / f'{model_name}-{form}.onnx', lrn_form=form))
-            sessions.append(ort.InferenceSession(reports[-1]['path'], opts, providers=['CPUExecutionProvider']))
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            for b in batch_sizes:
-                x = _random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
-                feed = {INPUT_NAME: x.numpy()}
 
-                def run_torch(x: torch.Tensor = x) -> None:
-                    with torch.inference_mode():
-                        model(x)
+def _check_written(tmp: Path, model: nn.Module, input_size: Sequence[int], batch_size: int, tolerance: float,
+                   verify: bool) -> Dict[str, Any]:
+    """The written file loads in onnxruntime and, with ``verify``, matches PyTorch within ``tolerance`` (else UserError)."""
+    if not verify:
+        _session(tmp)
+        return {}
+    report = _verify(tmp, model, input_size, (1, batch_size + 1))
+    if not report['max_rel_err'] <= tolerance:
+        raise UserError(f'onnxruntime ({report["provider"]}) differs from PyTorch by {report["max_rel_err"]:.3g} '
+                        f'(relative), above the tolerance {tolerance:g}; nothing written')
+    return report
 
-                fns = [run_torch] + [functools.partial(sess.run, None, feed) for sess in sessions]
-                t_torch, *t_ort = _interleaved_medians(fns, warmup, repeats)
-                for form, t, report in zip(lrn_forms, t_ort, reports):
-                    results.append(dict(model=model_name, lrn_form=form, batch_size=b, threads=threads,
-                                        torch_img_s=round(b / t_torch, 2), ort_img_s=round(b / t, 2),
-                                        ratio=round(t_torch / t, 3), max_rel_err=float(f'{report["max_rel_err"]:.3g}')))
-        finally:
-            torch.set_num_threads(prev)
-    return results
+
+def __getattr__(name: str):
+    """``export.bench_onnxruntime`` (where it was documented before) is ort_bench.bench_onnxruntime."""
+    if name == 'bench_onnxruntime':
+        from .ort_bench import bench_onnxruntime
+        return bench_onnxruntime
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # ---- command line ---------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from .kernel_measures import (
     measure_label,
     resolve_measure,
 )
+from .onnx_graph import MAX_ELEMENTS
 
-MAX_ELEMENTS = 2 ** 31
 MAX_GIF_FRAMES = 100
 EVOLUTION_FILES = ('evolution.json', 'evolution.gif', 'evolution.png')
 

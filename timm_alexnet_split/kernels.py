@@ -5,11 +5,12 @@ colour-agnostic and those of the other largely colour-specific; Distill's "Branc
 2021) adds spatial frequency as a second axis and finds the division latent in unsplit networks. This module
 reads the file and orchestrates; the parts are torch-free sibling modules:
 
-- reading (here): conv1 from the graph, not from names: one Conv per tower all reading the image (our
-  export), or one Conv whose output channels are split by the ``group`` of the next Conv downstream (Caffe
-  style; at least two conv1 channels per group, so a depthwise successor is not towers); metadata written by
-  our exporter is used when consistent; ``--groups`` overrides both; conv2 (the next Conv) for the latent
-  analysis;
+- reading: onnx_graph (the package's one ONNX reader: hostile-file checks, graph index) and kernel_graph
+  (conv1 from the graph, not from names: one Conv per tower all reading the image (our export), or one Conv
+  whose output channels are split by the ``group`` of the next Conv downstream (Caffe style; at least two conv1
+  channels per group, so a depthwise successor is not towers); conv2, the next Conv, for the latent analysis);
+  here: metadata written by our exporter (contracts.ONNX_*) is used when consistent, ``--groups`` overrides
+  both; .safetensors files and run folders;
 - kernel_measures: chromatic fraction (whole kernel, low-pass part, W - W0), luminance frequency, tests;
 - kernel_compare: towers compared on colour and frequency, the verdict in words;
 - latent: conv1 -> conv2 connectivity, its SVD against chromatic fraction and frequency;
@@ -27,12 +28,10 @@ import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import onnx
-from onnx import TensorProto, numpy_helper
 
 if not __package__:  # run as a script: import the sibling torch-free modules without the package's __init__ (torch)
     import types
@@ -42,6 +41,7 @@ if not __package__:  # run as a script: import the sibling torch-free modules wi
     __package__ = 'timm_alexnet_split'
 
 from . import latent  # noqa: E402
+from .contracts import ONNX_CHANNEL_ORDER, ONNX_CONV1_NODES, ONNX_NUM_TOWERS  # noqa: E402
 from .kernel_compare import (  # noqa: E402,F401  (re-exported: the tool's public names)
     ALPHA,
     COLOUR_THRESHOLD,
@@ -63,6 +63,7 @@ from .kernel_figures import (  # noqa: E402,F401
     plot_kernels,
     plot_latent,
 )
+from .kernel_graph import CONV_OPS, PASS_THROUGH, Conv2Part, ConvGraph, float_weights  # noqa: E402,F401
 from .kernel_io import PROG, KernelsError, check_out, clean, make_out, write_json  # noqa: E402
 from .kernel_io import one_line as _one_line
 from .kernel_measures import (  # noqa: E402,F401
@@ -84,40 +85,9 @@ from .kernel_measures import (  # noqa: E402,F401
     permutation_test,
     resolve_measure,
 )
+from .onnx_graph import MAX_ELEMENTS, check_file, load_onnx  # noqa: E402,F401
 
 REPORT_FILES = ('report.json', 'kernels.png', 'chromatic_fraction.png', 'colour_frequency.png', 'latent.png')
-MAX_ELEMENTS = 2 ** 31   # a declared tensor larger than this is refused, never allocated
-
-# ops between conv1 and conv2 through which conv1's channels pass one to one (Caffe: Relu, LRN, MaxPool)
-PASS_THROUGH = frozenset({
-    'Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Celu', 'Gelu', 'Clip', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softplus',
-    'HardSwish', 'Mish', 'LRN', 'MaxPool', 'AveragePool', 'LpPool', 'BatchNormalization', 'Dropout', 'Identity', 'Pad',
-    'Cast', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sqrt', 'Reciprocal',
-})
-CONV_OPS = frozenset({'Conv', 'ConvTranspose', 'ConvInteger', 'QLinearConv'})
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-_BITS = {getattr(TensorProto, name): bits for name, bits in {
-    'FLOAT': 32, 'DOUBLE': 64, 'FLOAT16': 16, 'BFLOAT16': 16, 'INT8': 8, 'UINT8': 8, 'INT16': 16, 'UINT16': 16,
-    'INT32': 32, 'UINT32': 32, 'INT64': 64, 'UINT64': 64, 'BOOL': 8, 'COMPLEX64': 64, 'COMPLEX128': 128,
-    'FLOAT8E4M3FN': 8, 'FLOAT8E4M3FNUZ': 8, 'FLOAT8E5M2': 8, 'FLOAT8E5M2FNUZ': 8, 'FLOAT8E8M0': 8,
-    'INT4': 4, 'UINT4': 4, 'FLOAT4E2M1': 4, 'INT2': 2, 'UINT2': 2, 'FLOAT6E2M3': 6, 'FLOAT6E3M2': 6,
-}.items() if hasattr(TensorProto, name)}
-# typed-field element counts that must equal the declared number of elements
-_TYPED_FIELD = {TensorProto.FLOAT: 'float_data', TensorProto.DOUBLE: 'double_data', TensorProto.INT64: 'int64_data',
-                TensorProto.UINT32: 'uint64_data', TensorProto.UINT64: 'uint64_data',
-                **{t: 'int32_data' for t in (TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8,
-                                             TensorProto.UINT16, TensorProto.BOOL, TensorProto.FLOAT16, TensorProto.BFLOAT16)}}
-
-
-
-@dataclass
-class Conv2Part:
-    """conv2 weights over a consecutive block of conv1's kernels (all of them, or one tower's)."""
-
-    label: str                 # conv2's name(s)
-    start: int                 # first conv1 kernel it reads (in the concatenated tower order)
-    stop: int                  # one past the last
-    weight: np.ndarray         # (units, stop - start, kh, kw) float64
 
 
 @dataclass
@@ -138,334 +108,47 @@ class FirstLayer:
 
 # ----------------------------------------------------------------------------------------------- reading ONNX
 
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise KernelsError(f'{path}: no such file; give the path of {what}')
-    if not path.is_file():
-        raise KernelsError(f'{path} is not a file; give the path of {what}')
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField('t'):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField('g'):
-                yield from _graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub)
-
-
-def _external_target(t: TensorProto, base: Path) -> Tuple[Path, int, Optional[int]]:
-    """Validated (file, offset, length) of an external tensor; refuses locations outside ``base``."""
-    info = {e.key: e.value for e in t.external_data}
-    loc = info.get('location', '')
-    name = t.name or '(unnamed)'
-    if not loc:
-        raise KernelsError(f'tensor {name!r} is marked as external data but names no file; the model is corrupt')
-    parts = re.split(r'[\\/]', loc)
-    if ('\0' in loc or PurePosixPath(loc).is_absolute() or PureWindowsPath(loc).drive or loc.startswith(('/', '\\'))
-            or '..' in parts):
-        raise KernelsError(f'tensor {name!r} points at external data {loc!r} outside the model\'s folder {base}: '
-                           'refused (path traversal); keep external data files next to the model')
-    target = (base / loc).resolve()
-    if not target.is_relative_to(base.resolve()):
-        raise KernelsError(f'external data {loc!r} of tensor {name!r} leads outside the model\'s folder {base} '
-                           '(a link): refused (path traversal); copy the data next to the model')
-    if not target.is_file():
-        raise KernelsError(f'external data file {loc!r} of tensor {name!r} is missing from {base}; copy it next to the model')
-    try:
-        offset = int(info.get('offset', '0'))
-        length = int(info['length']) if 'length' in info else None
-    except ValueError:
-        raise KernelsError(f'tensor {name!r} has a non-numeric external data offset/length; the model is corrupt') from None
-    if offset < 0 or (length is not None and length < 0):
-        raise KernelsError(f'tensor {name!r} has a negative external data offset/length; the model is corrupt')
-    return target, offset, length
-
-
-def _check_tensor(t: TensorProto, base: Path) -> None:
-    """Refuse absurd declared sizes, data that does not match the shape, and external data outside ``base``."""
-    name = t.name or '(unnamed)'
-    dims = list(t.dims)
-    if any(d < 0 for d in dims):
-        raise KernelsError(f'tensor {name!r} declares a negative dimension {dims}; the model is corrupt')
-    n = math.prod(dims)
-    if n > MAX_ELEMENTS:
-        raise KernelsError(f'tensor {name!r} declares shape {dims} = {n:,} elements (limit 2**31): refused as an '
-                           'absurd size; the model is corrupt or hostile')
-    bits = _BITS.get(t.data_type)
-    nbytes = None if bits is None else (n * bits + 7) // 8
-    if t.data_location == TensorProto.EXTERNAL:
-        target, offset, length = _external_target(t, base)
-        if nbytes is not None and length is not None and length != nbytes:
-            raise KernelsError(f'tensor {name!r} declares {length:,} bytes of external data but its shape {dims} needs '
-                               f'{nbytes:,}; the model is corrupt')
-        if nbytes is not None and offset + nbytes > target.stat().st_size:
-            raise KernelsError(f'external data file {target.name!r} is too short for tensor {name!r} '
-                               '(truncated?); copy it again')
-    elif t.HasField('raw_data'):
-        if nbytes is not None and len(t.raw_data) != nbytes:
-            raise KernelsError(f'tensor {name!r} holds {len(t.raw_data):,} bytes but its shape {dims} needs {nbytes:,}; '
-                               'the model is corrupt or truncated')
-    elif t.data_type in _TYPED_FIELD:
-        count = len(getattr(t, _TYPED_FIELD[t.data_type]))
-        if count != n:
-            raise KernelsError(f'tensor {name!r} holds {count:,} values but its shape {dims} needs {n:,}; '
-                               'the model is corrupt or truncated')
-
-
-def load_onnx(path: Path) -> onnx.ModelProto:
-    """Parse an ONNX file without its external data, then validate every tensor (sizes, external locations)."""
-    path = Path(path)
-    _check_file(path, 'an ONNX model')
-    if path.stat().st_size == 0:
-        raise KernelsError(f'{path} is empty: not an ONNX model; export or download it again')
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf raises DecodeError and friends
-        raise KernelsError(f'{path} is not an ONNX model or is truncated ({_one_line(e)}); export or download it again') from None
-    if model.ir_version <= 0 or not model.HasField('graph') or not model.opset_import:
-        raise KernelsError(f'{path} is not an ONNX model or is truncated (no graph or opset); export or download it again')
-    for t in _graph_tensors(model.graph):
-        _check_tensor(t, path.parent)
-    return model
-
-
-def _tensor_array(t: TensorProto, base: Path) -> np.ndarray:
-    """A validated tensor as float64 (its external data read here, from inside ``base`` only)."""
-    name = t.name or '(unnamed)'
-    if t.data_type not in FLOAT_TYPES:
-        kind = TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type
-        raise KernelsError(f'conv1 weights {name!r} are {kind}, not floating point (a quantised model?); '
-                           'inspect the float model')
-    if t.data_location == TensorProto.EXTERNAL:
-        target, offset, _ = _external_target(t, base)
-        nbytes = (math.prod(t.dims) * _BITS[t.data_type] + 7) // 8
-        with open(target, 'rb') as f:
-            f.seek(offset)
-            raw = f.read(nbytes)
-        copy = TensorProto()
-        copy.CopyFrom(t)
-        copy.ClearField('external_data')
-        copy.data_location = TensorProto.DEFAULT
-        copy.raw_data = raw
-        t = copy
-    try:
-        return np.asarray(numpy_helper.to_array(t)).astype(np.float64)
-    except Exception as e:
-        raise KernelsError(f'cannot read tensor {name!r} ({_one_line(e)}); the model is corrupt') from None
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f'Conv #{index} (output {node.output[0]!r})'
-
-
-class _Graph:
-    """Producers, consumers and constant tensors of an ONNX graph."""
-
-    def __init__(self, model: onnx.ModelProto, base: Path):
-        g = model.graph
-        self.base = base
-        self.nodes = list(g.node)
-        self.index = {id(n): i for i, n in enumerate(self.nodes)}
-        self.inits = {t.name: t for t in g.initializer}
-        self.producer: Dict[str, onnx.NodeProto] = {}
-        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
-        for n in self.nodes:
-            for o in n.output:
-                self.producer[o] = n
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.inputs = [i.name for i in g.input if i.name not in self.inits]
-
-    def constant(self, name: str) -> Optional[TensorProto]:
-        """The tensor behind value ``name`` if it is an initializer or a Constant (through Identity), else None."""
-        for _ in range(64):
-            if name in self.inits:
-                return self.inits[name]
-            node = self.producer.get(name)
-            if node is None:
-                return None
-            if node.op_type == 'Constant':
-                return next((a.t for a in node.attribute if a.name == 'value' and a.HasField('t')), None)
-            if node.op_type != 'Identity':
-                return None
-            name = node.input[0]
-        return None
-
-    def label(self, node: onnx.NodeProto) -> str:
-        return _label(node, self.index[id(node)])
-
-    def first_convs(self) -> List[onnx.NodeProto]:
-        """Conv nodes with no Conv upstream of their data input that read a graph input (in graph order)."""
-        conv_up: Dict[str, bool] = {}
-        roots: Dict[str, frozenset] = {name: frozenset([name]) for name in self.inputs}
-        firsts = []
-        for n in self.nodes:
-            data = [x for x in (n.input[:1] if n.op_type in CONV_OPS else n.input) if x]
-            up = any(conv_up.get(x, False) for x in data)
-            root = frozenset().union(*(roots.get(x, frozenset()) for x in data))
-            if n.op_type in CONV_OPS and not up and root:
-                firsts.append(n)
-            for o in n.output:
-                conv_up[o] = up or n.op_type in CONV_OPS
-                roots[o] = root
-        self.roots = roots
-        return firsts
-
-    def weight(self, conv: onnx.NodeProto) -> TensorProto:
-        """conv's weight tensor, checked to be a 2-D convolution over 3 colour channels."""
-        label = self.label(conv)
-        if conv.op_type != 'Conv':
-            raise KernelsError(f'the first layer {label} is {conv.op_type}, not a float Conv (a quantised model?); '
-                               'inspect the float model')
-        t = self.constant(conv.input[1]) if len(conv.input) > 1 else None
-        if t is None:
-            raise KernelsError(f'the weights of the first Conv {label} are computed in the graph, not stored in it: '
-                               'nothing to inspect')
-        if len(t.dims) != 4:
-            raise KernelsError(f'the first Conv {label} has weights of shape {list(t.dims)}: not a 2-D convolution')
-        group = int(_attr(conv, 'group', 1))
-        channels = t.dims[1] * group
-        if channels != 3:
-            raise KernelsError(f'the first Conv {label} sees {channels} input channel(s), not 3: not an RGB first layer')
-        if group != 1:
-            raise KernelsError(f'the first Conv {label} is grouped over the colour channels (group={group}): each kernel '
-                               'sees one colour, there is no colour specificity to measure')
-        return t
-
-    def next_convs(self, conv: onnx.NodeProto) -> List[onnx.NodeProto]:
-        """The Convs that read conv's output as data through ops that keep channels one to one.
-
-        A multi-input op passes when each of its other inputs is a constant or itself reached from conv (SiLU:
-        x * Sigmoid(x)); a residual Add whose other input comes through a Conv does not. A Conv reading the square
-        of a reached value (x * x or Pow) is LRN written as elementary ops (its band sum), not conv2: it passes.
-        """
-        reached, frontier, found, seen = {conv.output[0]}, [conv.output[0]], [], set()
-        squares: set = set()
-        while frontier:
-            value = frontier.pop()
-            for n in self.consumers.get(value, []):
-                if n.op_type in CONV_OPS and value not in squares:
-                    if n.input[0] == value and id(n) not in seen:
-                        seen.add(id(n))
-                        found.append(n)
-                elif (n.op_type in CONV_OPS or n.op_type in PASS_THROUGH) and all(
-                        x in reached or self.constant(x) is not None for x in n.input if x):
-                    if n.op_type == 'Pow' or (n.op_type == 'Mul' and n.input[0] == n.input[1]):
-                        squares.add(n.output[0])
-                    for o in n.output[:1]:
-                        if o not in reached:
-                            reached.add(o)
-                            frontier.append(o)
-        return sorted(found, key=lambda n: self.index[id(n)])
-
-    def downstream_group(self, conv: onnx.NodeProto, k: int) -> Tuple[int, str, List[str]]:
-        """conv1's channel split from the ``group`` of the next Conv(s) downstream: (groups, how, warnings).
-
-        A group split needs at least two conv1 channels per group: a depthwise (or otherwise one channel per
-        group) next Conv is a per-channel filter, not towers.
-        """
-        found = self.next_convs(conv)
-        if not found:
-            return 1, 'one ungrouped first Conv and no Conv reached through activation/normalisation/pooling', []
-        groups = {int(_attr(n, 'group', 1)) for n in found}
-        names = ', '.join(self.label(n) for n in found[:3])
-        if len(groups) > 1:
-            return 1, f'one first Conv; the Convs after it disagree on group ({names})', [
-                f'the Convs after conv1 have different group attributes ({sorted(groups)}); not splitting (use --groups)']
-        g = groups.pop()
-        if g == 1:
-            return 1, f'one first Conv; the next Conv {names} is not grouped', []
-        if k // g < 2:
-            return 1, (f'one first Conv; the next Conv {names} has group={g} over {k} channels, one channel per group '
-                       '(depthwise): a per-channel filter, not towers'), []
-        w2 = self.constant(found[0].input[1]) if len(found[0].input) > 1 else None
-        if w2 is not None and len(w2.dims) == 4 and w2.dims[1] * g != k:
-            return 1, f'one first Conv; the next Conv {names} has group={g} but does not see all {k} channels', [
-                f'{names} has group={g} over {w2.dims[1] * g} channels, conv1 gives {k}; not splitting (use --groups)']
-        if k % g:
-            return 1, f'one first Conv of {k} kernels; group={g} of {names} does not divide it', [
-                f'conv1 has {k} kernels, not divisible by group={g} of {names}; not splitting (use --groups)']
-        return g, f'one first Conv, split by group={g} of the next Conv {names} ({k // g} channels per group)', []
-
-    def conv2_weight(self, node: onnx.NodeProto, channels: int) -> np.ndarray:
-        """A next Conv's weights as float64, checked to read ``channels`` channels per group (else KernelsError)."""
-        label = self.label(node)
-        t = self.constant(node.input[1]) if node.op_type == 'Conv' and len(node.input) > 1 else None
-        if t is None:
-            raise KernelsError(f'the weights of the next Conv {label} are not stored in the graph')
-        if len(t.dims) != 4 or t.dims[1] != channels:
-            raise KernelsError(f'the next Conv {label} has weights {list(t.dims)}, not over {channels} conv1 channels')
-        return _tensor_array(t, self.base)
-
-    def conv2_parts(self, conv: onnx.NodeProto, start: int, k: int) -> Tuple[List[Conv2Part], Optional[str]]:
-        """conv2 over conv1's ``k`` channels (from ``start``): whole when ungrouped, per group when grouped with at
-        least two channels per group; else ([], the reason in one line)."""
-        found = self.next_convs(conv)
-        if not found:
-            return [], 'no Conv reached from conv1 through activation/normalisation/pooling ops: no conv2 to analyse'
-        groups = {int(_attr(n, 'group', 1)) for n in found}
-        names = ', '.join(self.label(n) for n in found[:3])
-        if len(groups) > 1:
-            return [], f'the Convs after conv1 ({names}) disagree on group: no single conv2 to analyse'
-        g = groups.pop()
-        if g > 1 and k // g < 2:
-            return [], f'the next Conv {names} is depthwise (group={g}, one conv1 channel per group): no connectivity'
-        if k % g:
-            return [], f'group={g} of the next Conv {names} does not divide conv1\'s {k} channels'
-        try:
-            weights = [self.conv2_weight(n, k // g) for n in found]
-        except KernelsError as e:
-            return [], str(e)
-        if g == 1:
-            return [Conv2Part(names, start, start + k, np.concatenate(weights))], None
-        parts = []
-        for j in range(g):
-            units = [w[j * len(w) // g:(j + 1) * len(w) // g] for w in weights]
-            parts.append(Conv2Part(f'{names} group {j}', start + j * k // g, start + (j + 1) * k // g,
-                                   np.concatenate(units)))
-        return parts, None
-
-
 def _metadata(props: Dict[str, str], warnings: List[str]) -> Tuple[Optional[int], Optional[List[str]], Optional[str]]:
     """(num_towers, conv1_nodes, channel_order) from our exporter's metadata, each None when absent or invalid."""
-    num, nodes, order = None, None, None
-    if 'num_towers' in props:
-        try:
-            num = int(props['num_towers'])
-            if num < 1:
-                raise ValueError
-        except ValueError:
-            warnings.append(f'metadata num_towers={props["num_towers"]!r} is not a positive integer; ignored')
-            num = None
-    if 'conv1_nodes' in props:
-        try:
-            nodes = json.loads(props['conv1_nodes'])
-            if not isinstance(nodes, list) or not nodes or not all(isinstance(x, str) for x in nodes):
-                raise ValueError
-        except ValueError:
-            warnings.append('metadata conv1_nodes is not a JSON list of node names; ignored')
-            nodes = None
-    if 'channel_order' in props:
-        order = props['channel_order'].strip().upper()
-        if order not in ('RGB', 'BGR'):
-            warnings.append(f'metadata channel_order={props["channel_order"]!r} is neither RGB nor BGR; ignored')
-            order = None
-    return num, nodes, order
+    return (_meta_num_towers(props, warnings), _meta_conv1_nodes(props, warnings),
+            _meta_channel_order(props, warnings))
+
+
+def _meta_num_towers(props: Dict[str, str], warnings: List[str]) -> Optional[int]:
+    if ONNX_NUM_TOWERS not in props:
+        return None
+    value = props[ONNX_NUM_TOWERS]
+    try:
+        num = int(value)
+    except ValueError:
+        num = 0
+    if num >= 1:
+        return num
+    warnings.append(f'metadata {ONNX_NUM_TOWERS}={value!r} is not a positive integer; ignored')
+    return None
+
+
+def _meta_conv1_nodes(props: Dict[str, str], warnings: List[str]) -> Optional[List[str]]:
+    if ONNX_CONV1_NODES not in props:
+        return None
+    try:
+        nodes = json.loads(props[ONNX_CONV1_NODES])
+    except ValueError:
+        nodes = None
+    if isinstance(nodes, list) and nodes and all(isinstance(x, str) for x in nodes):
+        return nodes
+    warnings.append(f'metadata {ONNX_CONV1_NODES} is not a JSON list of node names; ignored')
+    return None
+
+
+def _meta_channel_order(props: Dict[str, str], warnings: List[str]) -> Optional[str]:
+    if ONNX_CHANNEL_ORDER not in props:
+        return None
+    order = props[ONNX_CHANNEL_ORDER].strip().upper()
+    if order in ('RGB', 'BGR'):
+        return order
+    warnings.append(f'metadata {ONNX_CHANNEL_ORDER}={props[ONNX_CHANNEL_ORDER]!r} is neither RGB nor BGR; ignored')
+    return None
 
 
 def split_counts(total: int, groups: int) -> List[int]:
@@ -495,7 +178,7 @@ def read_onnx_first_layer(path: Path) -> FirstLayer:
     """Find conv1 in an ONNX graph and split its kernels into towers (graph structure first, then metadata)."""
     path = Path(path)
     model = load_onnx(path)
-    graph = _Graph(model, path.parent)
+    graph = ConvGraph(model, path.parent)
     warnings: List[str] = []
     num, names, order = _metadata({p.key: p.value for p in model.metadata_props}, warnings)
     if not any(n.op_type in CONV_OPS for n in graph.nodes):
@@ -522,7 +205,7 @@ def read_onnx_first_layer(path: Path) -> FirstLayer:
                                 'using the graph (towers in graph order)')
         if num is not None and num != len(firsts):
             warnings.append(f'metadata num_towers={num} but the graph has {len(firsts)} first-layer Convs; using the graph')
-        arrays = [_tensor_array(w, path.parent) for w in weights]
+        arrays = [float_weights(w, path.parent) for w in weights]
         labels = [graph.label(f) for f in firsts]
         starts = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
         found = [graph.conv2_parts(f, int(a), len(w)) for f, a, w in zip(firsts, starts, arrays)]
@@ -530,7 +213,7 @@ def read_onnx_first_layer(path: Path) -> FirstLayer:
         reasons = sorted({f'tower {t}: {r}' for t, (_, r) in enumerate(found) if r})
         reason = '; '.join(reasons) if reasons else None
     else:
-        w = _tensor_array(weights[0], path.parent)
+        w = float_weights(weights[0], path.parent)
         g, grouping, more = graph.downstream_group(firsts[0], len(w))
         warnings += more
         layout = 'grouped' if g > 1 else 'single'
@@ -552,7 +235,7 @@ def read_onnx_first_layer(path: Path) -> FirstLayer:
 def read_safetensors_first_layer(path: Path) -> FirstLayer:
     """conv1 from a .safetensors state_dict: ``towers.{i}.conv1.weight`` keys, or one 4-D tensor over 3 channels."""
     path = Path(path)
-    _check_file(path, 'a .safetensors file')
+    check_file(path, 'a .safetensors file')
     try:
         from safetensors import safe_open
     except ImportError:

@@ -25,8 +25,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import ort
 from .atomic import check_writable, replace_when_done
+from .contracts import ST_FORMAT, ST_MODEL, ST_MODEL_KWARGS, ST_NUM_CLASSES
 from .errors import UserError
+from .kernel_io import KernelsError
+from .onnx_graph import Graph, attrs, tensor_array
+from .onnx_graph import default_opset as _default_opset
+from .onnx_graph import load_onnx as _load_checked
 
 __all__ = ['ImportReport', 'import_bvlc_onnx', 'locate_layers', 'save_safetensors', 'verify', 'main']
 
@@ -85,7 +91,7 @@ class ImportReport:
     graph_order: str
     ends_in_softmax: bool
     num_classes: int
-    model_args: Dict[str, Any]
+    model_kwargs: Dict[str, Any]
     layers: Dict[str, Dict[str, Any]]
     sizes: List[str]
     pool_pads: List[List[int]]
@@ -106,7 +112,7 @@ class ImportReport:
         from .model import BVLC_MODEL_ARGS, AlexNetSplit
         defaults = {k: p.default for k, p in inspect.signature(AlexNetSplit).parameters.items()}
         tag = {**defaults, **BVLC_MODEL_ARGS}
-        args = dict(self.model_args, num_classes=self.num_classes)
+        args = dict(self.model_kwargs, num_classes=self.num_classes)
         return {k: v for k, v in args.items() if tag.get(k) != v}
 
     def usage(self, out: str) -> str:
@@ -117,9 +123,10 @@ class ImportReport:
     def metadata(self) -> Dict[str, str]:
         """safetensors metadata (strings only)."""
         meta = {
-            'format': 'pt',
-            'model': f'{VARIANT}.{TAG}',
-            'model_args': json.dumps(dict(self.model_args, num_classes=self.num_classes), sort_keys=True),
+            ST_FORMAT: 'pt',
+            ST_MODEL: f'{VARIANT}.{TAG}',
+            ST_NUM_CLASSES: str(self.num_classes),
+            ST_MODEL_KWARGS: json.dumps(self.model_kwargs, sort_keys=True),
             'source_file': Path(self.source).name,
             'source_sha256': self.sha256,
             'source_opset': str(self.opset),
@@ -144,7 +151,7 @@ class ImportReport:
             g = f' group {info["group"]}' if info['group'] > 1 else ''
             lines.append(f'  {name:<6}{info["op"]:<7}{str(info["shape"]):<22}{g:<9}<- {", ".join(info["sources"]):<26}'
                          f'-> {info["target"]}')
-        a = self.model_args
+        a = self.model_kwargs
         pads = ', '.join(f'{p[2]}/{p[3]}' for p in self.pool_pads)
         lines += [f'  LRN size {a["lrn_size"]} alpha {a["lrn_alpha"]:g} beta {a["lrn_beta"]:g} bias {a["lrn_k"]:g} '
                   f'across all channels (lrn_scope=all); conv1 padding {a["conv1_pad"]}',
@@ -179,88 +186,43 @@ def _check_input_path(path: str) -> Path:
 
 
 def load_onnx(path: str):
-    """The ModelProto in ``path``, or a UserError saying why it cannot be read."""
-    import onnx
+    """The ModelProto in ``path`` with its external data, checked as the kernel tool checks files (declared sizes,
+    external data only from the model's folder), or a UserError saying why it cannot be read."""
     p = _check_input_path(path)
     try:
-        model = onnx.load(str(p))
-    except Exception as e:  # DecodeError for garbage or a truncated file, OSError, missing external data
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'{path} is not a readable ONNX model ({msg}); give a complete .onnx file '
-                        '(the Zoo\'s bvlcalexnet-12.onnx is about 233 MiB)') from None
+        model = _load_checked(p, external=True)
+    except KernelsError as e:  # the checks' own one line
+        raise UserError(str(e)) from None
     if not len(model.graph.node):
         raise UserError(f'{path} holds no ONNX graph (not an ONNX model, or an empty one)')
     return model
 
 
 def default_opset(model) -> int:
-    for o in model.opset_import:
-        if o.domain in ('', 'ai.onnx'):
-            return int(o.version)
-    raise UserError('the model declares no opset for the default ONNX domain; the file is incomplete or not ONNX')
+    opset = _default_opset(model)
+    if opset is None:
+        raise UserError('the model declares no opset for the default ONNX domain; the file is incomplete or not ONNX')
+    return opset
 
 
-def _attrs(node) -> Dict[str, Any]:
-    from onnx import helper
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
-
-
-class _Graph:
-    """Constants, producers and inputs of a graph, for walking it backwards."""
-
-    def __init__(self, model) -> None:
-        from onnx import numpy_helper
-        self._to_array = numpy_helper.to_array
-        g = model.graph
-        self.nodes = list(g.node)
-        self.consts = {t.name: t for t in g.initializer}
-        for n in self.nodes:
-            if n.op_type == 'Constant' and n.output:
-                value = [a.t for a in n.attribute if a.name == 'value']
-                if value:
-                    self.consts[n.output[0]] = value[0]
-        self.producer = {o: n for n in self.nodes for o in n.output if o}
-        self.inputs = [vi for vi in g.input if vi.name not in self.consts]
-        self.outputs = [o.name for o in g.output]
-
-    def array(self, name: str, what: str) -> np.ndarray:
-        if name not in self.consts:
-            raise UserError(f"{what}: '{name}' is neither an initializer nor a Constant in the file "
-                            '(weights computed at run time are not supported; is the file truncated?)')
-        try:
-            return np.array(self._to_array(self.consts[name]), dtype=np.float32)  # writable, owned
-        except Exception as e:
-            raise UserError(f"{what}: the tensor '{name}' cannot be read ({type(e).__name__}: {e}); "
-                            'the file is corrupt or truncated') from None
-
-    def data_input(self, node) -> Optional[str]:
-        """The first input of ``node`` that is not a constant (the activations it transforms)."""
-        for i in node.input:
-            if i and i not in self.consts:
-                return i
-        return None
-
-    def trace(self, tensor: str, stop: str, limit: int = 40) -> Optional[List[Any]]:
-        """Nodes from ``stop`` (exclusive) to ``tensor``, following data inputs; None if ``stop`` is not reached."""
-        chain: List[Any] = []
-        while tensor != stop:
-            node = self.producer.get(tensor)
-            if node is None or len(chain) >= limit:
-                return None
-            chain.append(node)
-            tensor = self.data_input(node)
-            if tensor is None:
-                return None
-        return chain[::-1]
+def _array(graph: Graph, name: str, what: str) -> np.ndarray:
+    """The constant ``name`` as a writable float32 array; UserError when it is computed at run time or unreadable."""
+    t = graph.constant(name)
+    if t is None:
+        raise UserError(f"{what}: '{name}' is neither an initializer nor a Constant in the file "
+                        '(weights computed at run time are not supported; is the file truncated?)')
+    try:
+        return np.array(tensor_array(t, graph.base), dtype=np.float32)  # writable, owned
+    except KernelsError as e:  # tensor_array's own one line
+        raise UserError(f'{what}: {e}') from None
+    except (TypeError, ValueError) as e:  # a type that does not convert to float32
+        raise UserError(f"{what}: the tensor '{name}' cannot be read ({type(e).__name__}: {e}); "
+                        'the file is corrupt or truncated') from None
 
 
 def _is_no_op(node) -> bool:
     """Identity, Dropout (at inference) and Cast to float32 (the graph computes in float32 throughout)."""
-    return node.op_type in NO_OPS or (node.op_type == 'Cast' and _attrs(node).get('to') == 1)
+    return node.op_type in NO_OPS or (node.op_type == 'Cast' and attrs(node).get('to') == 1)
 
 
 def _f32(v: float) -> float:
@@ -307,18 +269,18 @@ class _Located:
     input_size: Tuple[int, int]
     output_name: str
     ends_in_softmax: bool
-    model_args: Dict[str, Any]
+    model_kwargs: Dict[str, Any]
     sizes: List[str]
     pool_pads: List[List[int]]
     notes: List[str]
 
 
-def _check_input(graph: _Graph, input_size: Optional[int]) -> Tuple[str, Tuple[int, int], List[str]]:
+def _check_input(graph: Graph, input_size: Optional[int]) -> Tuple[str, Tuple[int, int], List[str]]:
     notes: List[str] = []
-    if len(graph.inputs) != 1:
-        names = ', '.join(vi.name for vi in graph.inputs) or 'none'
+    if len(graph.input_infos) != 1:
+        names = ', '.join(graph.inputs) or 'none'
         raise UserError(f'input: the graph has {len(graph.inputs)} data inputs ({names}); bvlc_alexnet has one image input')
-    vi = graph.inputs[0]
+    vi = graph.input_infos[0]
     dims = vi.type.tensor_type.shape.dim
     if len(dims) != 4:
         raise UserError(f"input: '{vi.name}' has {len(dims)} dimensions; bvlc_alexnet takes N x 3 x H x W images")
@@ -336,20 +298,20 @@ def _check_input(graph: _Graph, input_size: Optional[int]) -> Tuple[str, Tuple[i
     return vi.name, (int(hw[0]), int(hw[1])), notes
 
 
-def _conv_layer(graph: _Graph, node, name: str, index: int, size: Tuple[int, int]) -> Tuple[Layer, int]:
+def _conv_layer(graph: Graph, node, name: str, index: int, size: Tuple[int, int]) -> Tuple[Layer, int]:
     """Check one Conv node against bvlc_alexnet's ``name``; returns the layer and its symmetric padding."""
     shape, group, stride, pad = CONV_SPECS[name]
     what = f'{name} (Conv node {index + 1}{", " + repr(node.name) if node.name else ""})'
     if len(node.input) < 2:
         raise UserError(f'{what}: has no weight input')
-    w = graph.array(node.input[1], f'{what} weight')
-    a = _attrs(node)
+    w = _array(graph, node.input[1], f'{what} weight')
+    a = attrs(node)
     g = int(a.get('group', 1))
     if tuple(w.shape) != shape or g != group:
         raise UserError(f"{what}: weights '{node.input[1]}' are {list(w.shape)} with group {g}; "
                         f"bvlc_alexnet's {name} has {list(shape)} with group {group}")
     if len(node.input) > 2 and node.input[2]:
-        b = graph.array(node.input[2], f'{what} bias')
+        b = _array(graph, node.input[2], f'{what} bias')
         if b.size != shape[0]:
             raise UserError(f"{what}: bias '{node.input[2]}' has {b.size} values; expected {shape[0]}")
         b = b.reshape(-1)
@@ -369,47 +331,48 @@ def _conv_layer(graph: _Graph, node, name: str, index: int, size: Tuple[int, int
     return Layer(name, 'Conv', w, b, sources, node.output[0], group=g), pads[0]
 
 
-def _fc_nodes(graph: _Graph) -> List[Any]:
+def _fc_nodes(graph: Graph) -> List[Any]:
     """Gemm nodes, and MatMul nodes with a constant 2-D operand, in graph order."""
     out = []
     for n in graph.nodes:
         if n.op_type == 'Gemm':
             out.append(n)
-        elif n.op_type == 'MatMul' and len(n.input) == 2 and n.input[1] in graph.consts:
-            if len(graph.consts[n.input[1]].dims) == 2:
+        elif n.op_type == 'MatMul' and len(n.input) == 2:
+            t = graph.constant(n.input[1])
+            if t is not None and len(t.dims) == 2:
                 out.append(n)
     return out
 
 
-def _fc_layer(graph: _Graph, node, name: str, index: int, consumers: Dict[str, List[Any]]) -> Layer:
+def _fc_layer(graph: Graph, node, name: str, index: int) -> Layer:
     """Weights [out, in] and bias of a Gemm (any transB, alpha, beta) or MatMul (+ Add) node."""
     what = f'{name} ({node.op_type} node {index + 1}{", " + repr(node.name) if node.name else ""})'
     out_dim, in_dim = FC_SPECS[name]
-    a = _attrs(node)
+    a = attrs(node)
     sources = [node.input[1]]
     out = node.output[0]
     if node.op_type == 'Gemm':
         if a.get('transA', 0):
             raise UserError(f'{what}: transA=1 (the layer input transposed); not a fully connected layer of this network')
-        w = graph.array(node.input[1], f'{what} weight')
+        w = _array(graph, node.input[1], f'{what} weight')
         if w.ndim != 2:
             raise UserError(f"{what}: weights '{node.input[1]}' are {list(w.shape)}, not a matrix")
         w = w if a.get('transB', 0) else w.T
         if a.get('alpha', 1.0) != 1.0:
             w = w * np.float32(a['alpha'])
         if len(node.input) > 2 and node.input[2]:
-            b = graph.array(node.input[2], f'{what} bias') * np.float32(a.get('beta', 1.0))
+            b = _array(graph, node.input[2], f'{what} bias') * np.float32(a.get('beta', 1.0))
             sources.append(node.input[2])
         else:
             b = np.zeros(w.shape[0], np.float32)
     else:
-        w = graph.array(node.input[1], f'{what} weight').T
+        w = _array(graph, node.input[1], f'{what} weight').T
         b = np.zeros(w.shape[0], np.float32)
-        nxt = consumers.get(out, [])
+        nxt = graph.consumers.get(out, [])
         if len(nxt) == 1 and nxt[0].op_type == 'Add':
             other = [i for i in nxt[0].input if i != out]
-            if len(other) == 1 and other[0] in graph.consts:
-                b = graph.array(other[0], f'{what} bias')
+            if len(other) == 1 and graph.is_constant(other[0]):
+                b = _array(graph, other[0], f'{what} bias')
                 sources.append(other[0])
                 out = nxt[0].output[0]
     want = [out_dim if out_dim is not None else w.shape[0], in_dim]
@@ -421,17 +384,17 @@ def _fc_layer(graph: _Graph, node, name: str, index: int, consumers: Dict[str, L
     return Layer(name, node.op_type, np.ascontiguousarray(w), b.reshape(-1), tuple(sources), out)
 
 
-def _check_flatten(graph: _Graph, node, width: int) -> None:
+def _check_flatten(graph: Graph, node, width: int) -> None:
     """A Flatten(axis=1) or Reshape to [1 or N, width] in front of fc6."""
-    a = _attrs(node)
+    a = attrs(node)
     if node.op_type == 'Flatten':
         if int(a.get('axis', 1)) != 1:
             raise UserError(f'fc6: Flatten with axis {a["axis"]} in front of it; bvlc_alexnet flattens from axis 1')
         return
     if 'shape' in a:
         shape = list(a['shape'])
-    elif len(node.input) > 1 and node.input[1] in graph.consts:
-        shape = [int(v) for v in graph.array(node.input[1], 'fc6 Reshape shape').astype(np.int64)]
+    elif len(node.input) > 1 and graph.is_constant(node.input[1]):
+        shape = [int(v) for v in _array(graph, node.input[1], 'fc6 Reshape shape').astype(np.int64)]
     else:
         raise UserError('fc6: the Reshape in front of it takes its shape at run time; expected a constant shape')
     ok = len(shape) == 2 and ((shape[1] == width and shape[0] in (0, 1, -1)) or (shape[1] == -1 and shape[0] in (0, 1)))
@@ -439,104 +402,135 @@ def _check_flatten(graph: _Graph, node, width: int) -> None:
         raise UserError(f'fc6: Reshape to {shape} in front of it; expected [N, {width}] (pool5 flattened per image)')
 
 
-def locate_layers(model, input_size: Optional[int] = None) -> _Located:
-    """Find conv1..conv5 and fc6..fc8 of bvlc_alexnet in ``model`` by structure; UserError at the first mismatch."""
-    graph = _Graph(model)
-    consumers: Dict[str, List[Any]] = {}
-    for n in graph.nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    input_name, (h, w), notes = _check_input(graph, input_size)
-    convs = [n for n in graph.nodes if n.op_type == 'Conv']
-    if not convs:
-        raise UserError('conv1: the graph has no Conv node; it is not bvlc_alexnet (5 convolutions, 3 fully connected)')
-    layers: Dict[str, Layer] = {}
+@dataclass
+class _Walk:
+    """What locating the layers has found so far, walking the graph from the input to fc8."""
+    graph: Graph
+    input_hw: Tuple[int, int]
+    size: Tuple[int, int]
+    prev_out: str
+    prev_name: str = 'the input'
+    layers: Dict[str, Layer] = field(default_factory=dict)
     lrn: Optional[Dict[str, Any]] = None
-    ceil_ok = {True, False}
-    sizes: List[str] = [f'input {h}x{w}']
-    pool_pads: List[List[int]] = []
-    size = (h, w)
-    prev_out, prev_name = input_name, 'the input'
-    conv1_pad = 0
+    ceil_ok: set = field(default_factory=lambda: {True, False})
+    sizes: List[str] = field(default_factory=list)
+    pool_pads: List[List[int]] = field(default_factory=list)
+    conv1_pad: int = 0
 
-    def between(name: str, stop: str, tensor: str, allowed_extra: Tuple[str, ...] = ()) -> List[Any]:
-        chain = graph.trace(tensor, stop)
+    def between(self, name: str, tensor: str, allowed_extra: Tuple[str, ...] = ()) -> List[Any]:
+        """The ops from the previous layer's output to ``tensor`` (no-ops dropped), checked against BETWEEN[name]."""
+        chain = self.graph.trace(tensor, self.prev_out)
         if chain is None:
-            raise UserError(f"{name}: its input is not computed from {prev_name}'s output "
-                            f"('{stop}'); the graph is not wired as bvlc_alexnet")
+            raise UserError(f"{name}: its input is not computed from {self.prev_name}'s output "
+                            f"('{self.prev_out}'); the graph is not wired as bvlc_alexnet")
         kept = [n for n in chain if not _is_no_op(n)]
         ops = [n.op_type for n in kept if n.op_type not in allowed_extra]
         want = list(BETWEEN.get(name, ()))
         if ops != want:
-            raise UserError(f'{name}: between {prev_name} and {name} the graph has {_fmt(ops)}; '
+            raise UserError(f'{name}: between {self.prev_name} and {name} the graph has {_fmt(ops)}; '
                             f'bvlc_alexnet has {_fmt(want)}')
         return kept
 
+    def pool(self, op, what: str) -> None:
+        self.size = _check_pool(op, attrs(op), what, self.size, self.ceil_ok, self.sizes, self.pool_pads)
+
+    def add(self, layer: Layer) -> None:
+        self.layers[layer.name] = layer
+        self.prev_out, self.prev_name = layer.out, layer.name
+
+
+def _lrn_args(name: str, a: Dict[str, Any], first: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The model's LRN options from an LRN node in front of ``name``; UserError if they differ from the first LRN's."""
+    this = dict(lrn_size=int(a['size']), lrn_alpha=_f32(a.get('alpha', 1e-4)),
+                lrn_beta=_f32(a.get('beta', 0.75)), lrn_k=_f32(a.get('bias', 1.0)))
+    if this['lrn_size'] % 2 == 0 or this['lrn_size'] < 1:
+        raise UserError(f'{name}: LRN size {this["lrn_size"]} in front of it; the model needs an odd size')
+    if first is not None and this != first:
+        raise UserError(f'{name}: the LRN in front of it ({this}) differs from the first LRN ({first}); '
+                        'the model uses one setting for both')
+    return this
+
+
+def _locate_conv(walk: _Walk, node, name: str, index: int) -> None:
+    """conv``name`` and the Relu / LRN / MaxPool in front of it; the map size after it."""
+    for op in walk.between(name, walk.graph.data_input(node) or ''):
+        if op.op_type == 'LRN':
+            walk.lrn = _lrn_args(name, attrs(op), walk.lrn)
+        elif op.op_type == 'MaxPool':
+            walk.pool(op, f'pool{len(walk.pool_pads) + 1}')
+    layer, pad = _conv_layer(walk.graph, node, name, index, walk.size)
+    k, s = layer.weight.shape[2], CONV_SPECS[name][2]
+    walk.size = tuple((n + 2 * pad - k) // s + 1 for n in walk.size)
+    if min(walk.size) < 1:
+        raise UserError(f'{name}: the input {walk.input_hw[0]}x{walk.input_hw[1]} is too small for the network')
+    if name == 'conv1':
+        walk.conv1_pad = pad
+        walk.sizes.append(f'conv1 {_hw(walk.size)}')
+    walk.add(layer)
+
+
+def _locate_convs(walk: _Walk) -> None:
+    convs = [n for n in walk.graph.nodes if n.op_type == 'Conv']
+    if not convs:
+        raise UserError('conv1: the graph has no Conv node; it is not bvlc_alexnet (5 convolutions, 3 fully connected)')
     for i, name in enumerate(CONV_SPECS):
         if i >= len(convs):
             raise UserError(f'{name}: missing; the graph has {len(convs)} Conv nodes, bvlc_alexnet has 5')
-        node = convs[i]
-        kept = between(name, prev_out, graph.data_input(node) or '')
-        for op in kept:
-            a = _attrs(op)
-            if op.op_type == 'LRN':
-                this = dict(lrn_size=int(a['size']), lrn_alpha=_f32(a.get('alpha', 1e-4)),
-                            lrn_beta=_f32(a.get('beta', 0.75)), lrn_k=_f32(a.get('bias', 1.0)))
-                if this['lrn_size'] % 2 == 0 or this['lrn_size'] < 1:
-                    raise UserError(f'{name}: LRN size {this["lrn_size"]} in front of it; the model needs an odd size')
-                if lrn is not None and this != lrn:
-                    raise UserError(f'{name}: the LRN in front of it ({this}) differs from the first LRN ({lrn}); '
-                                    'the model uses one setting for both')
-                lrn = this
-            elif op.op_type == 'MaxPool':
-                size = _check_pool(op, a, f'pool{len(pool_pads) + 1}', size, ceil_ok, sizes, pool_pads)
-        layer, pad = _conv_layer(graph, node, name, i, size)
-        if name == 'conv1':
-            conv1_pad = pad
-        k, s = layer.weight.shape[2], CONV_SPECS[name][2]
-        size = tuple((n + 2 * pad - k) // s + 1 for n in size)
-        if min(size) < 1:
-            raise UserError(f'{name}: the input {h}x{w} is too small for the network')
-        if name == 'conv1':
-            sizes.append(f'conv1 {_hw(size)}')
-        layers[name] = layer
-        prev_out, prev_name = layer.out, name
+        _locate_conv(walk, convs[i], name, i)
     if len(convs) > 5:
         raise UserError(f'the graph has {len(convs)} Conv nodes; bvlc_alexnet has 5 (conv1..conv5)')
 
-    fcs = _fc_nodes(graph)
+
+def _check_fc6_input(walk: _Walk, node, kept: List[Any]) -> None:
+    """pool5's MaxPool, then a Reshape/Flatten to 9216 values per image, in front of fc6."""
+    for op in kept:
+        if op.op_type == 'MaxPool':
+            walk.pool(op, 'pool5')
+    flat = [op for op in kept if op.op_type in FLATTEN_OPS]
+    size = walk.size
+    n_in = CONV_SPECS['conv5'][0][0] * size[0] * size[1]
+    if n_in != FC_SPECS['fc6'][1]:
+        raise UserError(f'fc6: pool5 gives 256x{size[0]}x{size[1]} = {n_in} values at the input '
+                        f'{walk.input_hw[0]}x{walk.input_hw[1]}, but fc6 takes {FC_SPECS["fc6"][1]} (256x6x6)')
+    if not flat:
+        raise UserError(f'fc6: the {node.op_type} gets pool5\'s 4-D map directly; expected a Reshape or '
+                        'Flatten in front of it')
+    if kept.index(flat[0]) < len(kept) - len(flat):
+        raise UserError('fc6: the Reshape/Flatten comes before pool5\'s MaxPool; the graph is not bvlc_alexnet')
+    for op in flat:
+        _check_flatten(walk.graph, op, n_in)
+
+
+def _locate_fcs(walk: _Walk) -> None:
+    fcs = _fc_nodes(walk.graph)
     for i, name in enumerate(FC_SPECS):
         if i >= len(fcs):
             raise UserError(f'{name}: missing; the graph has {len(fcs)} fully connected (Gemm/MatMul) nodes, '
                             'bvlc_alexnet has 3')
-        layer = _fc_layer(graph, fcs[i], name, i, consumers)
-        kept = between(name, prev_out, graph.data_input(fcs[i]) or '', FLATTEN_OPS if name == 'fc6' else ())
+        layer = _fc_layer(walk.graph, fcs[i], name, i)
+        kept = walk.between(name, walk.graph.data_input(fcs[i]) or '', FLATTEN_OPS if name == 'fc6' else ())
         if name == 'fc6':
-            for op in kept:
-                if op.op_type == 'MaxPool':
-                    size = _check_pool(op, _attrs(op), 'pool5', size, ceil_ok, sizes, pool_pads)
-            flat = [op for op in kept if op.op_type in FLATTEN_OPS]
-            n_in = CONV_SPECS['conv5'][0][0] * size[0] * size[1]
-            if n_in != FC_SPECS['fc6'][1]:
-                raise UserError(f'fc6: pool5 gives 256x{size[0]}x{size[1]} = {n_in} values at the input {h}x{w}, '
-                                f'but fc6 takes {FC_SPECS["fc6"][1]} (256x6x6)')
-            if not flat:
-                raise UserError(f'fc6: the {fcs[i].op_type} gets pool5\'s 4-D map directly; expected a Reshape or '
-                                'Flatten in front of it')
-            if kept.index(flat[0]) < len(kept) - len(flat):
-                raise UserError('fc6: the Reshape/Flatten comes before pool5\'s MaxPool; the graph is not bvlc_alexnet')
-            for op in flat:
-                _check_flatten(graph, op, n_in)
-        layers[name] = layer
-        prev_out, prev_name = layer.out, name
+            _check_fc6_input(walk, fcs[i], kept)
+        walk.add(layer)
     if len(fcs) > 3:
         raise UserError(f'the graph has {len(fcs)} fully connected (Gemm/MatMul) nodes; bvlc_alexnet has 3 (fc6..fc8)')
 
-    output_name, softmax = _check_output(graph, prev_out)
-    ceil_mode = True in ceil_ok  # Caffe's rounding where the graph's sizes do not tell the two apart
-    assert lrn is not None
-    args = dict(conv1_pad=conv1_pad, ceil_mode=ceil_mode, lrn_scope='all', lrn_alpha_over_n=True, **lrn)
-    return _Located(layers, input_name, (h, w), output_name, softmax, args, sizes, pool_pads, notes)
+
+def locate_layers(model, input_size: Optional[int] = None, base: Path = Path('.')) -> _Located:
+    """Find conv1..conv5 and fc6..fc8 of bvlc_alexnet in ``model`` by structure; UserError at the first mismatch.
+
+    ``base``: the model's folder (external data is read from there only).
+    """
+    graph = Graph(model, base)
+    input_name, (h, w), notes = _check_input(graph, input_size)
+    walk = _Walk(graph, (h, w), (h, w), input_name, sizes=[f'input {h}x{w}'])
+    _locate_convs(walk)
+    _locate_fcs(walk)
+    output_name, softmax = _check_output(graph, walk.prev_out)
+    ceil_mode = True in walk.ceil_ok  # Caffe's rounding where the graph's sizes do not tell the two apart
+    assert walk.lrn is not None
+    kwargs = dict(conv1_pad=walk.conv1_pad, ceil_mode=ceil_mode, lrn_scope='all', lrn_alpha_over_n=True, **walk.lrn)
+    return _Located(walk.layers, input_name, (h, w), output_name, softmax, kwargs, walk.sizes, walk.pool_pads, notes)
 
 
 def _check_pool(node, a: Dict[str, Any], what: str, size: Tuple[int, int], ceil_ok: set,
@@ -574,7 +568,7 @@ def _hw(size: Sequence[int]) -> str:
     return str(size[0]) if size[0] == size[1] else f'{size[0]}x{size[1]}'
 
 
-def _check_output(graph: _Graph, fc8_out: str) -> Tuple[str, bool]:
+def _check_output(graph: Graph, fc8_out: str) -> Tuple[str, bool]:
     for name in graph.outputs:
         chain = graph.trace(name, fc8_out)
         if chain is None:
@@ -583,7 +577,7 @@ def _check_output(graph: _Graph, fc8_out: str) -> Tuple[str, bool]:
         if not ops:
             return name, False
         if [n.op_type for n in ops] == ['Softmax']:
-            axis = int(_attrs(ops[0]).get('axis', 1))
+            axis = int(attrs(ops[0]).get('axis', 1))
             if axis not in (1, -1):
                 raise UserError(f'output: Softmax over axis {axis}; expected the class axis (1)')
             return name, True
@@ -655,15 +649,9 @@ def _runnable(model, opset: int):
 
 
 def _session(model, path: str, opset: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    """A CPU session of the graph (its opset < 7 form made runnable); UserError when onnxruntime cannot load it."""
     runnable = _runnable(model, opset)
-    src = path if runnable is model else runnable.SerializeToString()
-    try:
-        return ort.InferenceSession(src, so, providers=['CPUExecutionProvider'])
-    except Exception as e:
-        raise UserError(f'onnxruntime cannot run {path}: {str(e).strip().splitlines()[0]}') from None
+    return ort.session(path if runnable is model else runnable.SerializeToString(), path)
 
 
 def verify(model, path: str, opset: int, located: _Located, state_dict: Dict[str, Any],
@@ -674,7 +662,7 @@ def verify(model, path: str, opset: int, located: _Located, state_dict: Dict[str
     from tqdm import tqdm
     sess = _session(model, path, opset)
     with torch.device('meta'):  # no random init of 61M parameters that are replaced at once
-        net = timm.create_model(VARIANT, num_classes=located.layers['fc8'].weight.shape[0], **located.model_args)
+        net = timm.create_model(VARIANT, num_classes=located.layers['fc8'].weight.shape[0], **located.model_kwargs)
     net.load_state_dict(state_dict, strict=True, assign=True)
     net.eval()
     rng = np.random.default_rng(seed)
@@ -684,17 +672,13 @@ def verify(model, path: str, opset: int, located: _Located, state_dict: Dict[str
     for _ in tqdm(range(samples), desc='verify', unit='image', disable=None, leave=False):
         bgr = (rng.uniform(0, 255, (1, 3, h, w)).astype(np.float32) - mean).astype(np.float32)
         rgb = np.ascontiguousarray(bgr[:, ::-1])
-        try:
-            ref = sess.run([located.output_name], {located.input_name: bgr if graph_order == 'bgr' else rgb})[0]
-        except Exception as e:
-            raise UserError(f'onnxruntime failed on {path} at {h}x{w}: {str(e).strip().splitlines()[0]}') from None
+        ref = ort.run(sess, {located.input_name: bgr if graph_order == 'bgr' else rgb}, f'{path} at {h}x{w}',
+                      [located.output_name])[0]
         with torch.no_grad():
             out = net(torch.from_numpy(rgb))
             if located.ends_in_softmax:
                 out = out.softmax(-1)
-        ref = np.asarray(ref, np.float64).reshape(out.shape)
-        err = float(np.abs(out.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-30))
-        worst = max(worst, err)
+        worst = max(worst, ort.max_rel_error(out.double().numpy(), np.asarray(ref).reshape(out.shape)))
     return worst
 
 
@@ -730,7 +714,7 @@ def import_bvlc_onnx(
         source=str(path), sha256=_sha256(Path(path)), opset=opset, ir_version=int(model.ir_version),
         producer=model.producer_name, input_name=located.input_name, input_size=located.input_size,
         graph_order=graph_order, ends_in_softmax=located.ends_in_softmax,
-        num_classes=int(located.layers['fc8'].weight.shape[0]), model_args=located.model_args,
+        num_classes=int(located.layers['fc8'].weight.shape[0]), model_kwargs=located.model_kwargs,
         layers={k: dict(op=v.op, shape=list(v.weight.shape), group=v.group, sources=list(v.sources), target=targets[k])
                 for k, v in located.layers.items()},
         sizes=located.sizes, pool_pads=located.pool_pads, notes=list(located.notes))
