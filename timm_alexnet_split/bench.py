@@ -70,12 +70,12 @@ def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool, am
 def time_variants(steps: Dict[str, Callable[[], None]], device: torch.device, rounds: int, warmup: int,
                   batch: int) -> Dict[str, float]:
     """Images/s per variant: warm-up, then `rounds` interleaved timed steps, median."""
-    from tqdm import tqdm
+    from .progress import progress
     for fn in steps.values():
         for _ in range(warmup):
             fn()
     times: Dict[str, List[float]] = {k: [] for k in steps}
-    for _ in tqdm(range(rounds), desc='timing', leave=False, disable=None):
+    for _ in progress(range(rounds), desc='timing', unit='round'):
         for k, fn in steps.items():
             _sync(device)
             t = time.perf_counter()

@@ -135,7 +135,7 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
     """nvjpeg decoding + crop + flip + normalise of shard batches vs alexnet_split_2 training (bf16), images/s."""
     import json
 
-    from .bench import _stepper, _sync, _variant
+    from .bench import _stepper, _variant, time_variants
     from .decode import crop_flip_normalise, decode_batch
     from .shards import read_shard
     info = json.loads((shards / '_info.json').read_text())
@@ -152,18 +152,7 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last) * 60
     y = torch.randint(0, 1000, (batch,), device=device)
     steps = {'decode': decode_step, 'train': _stepper(model, x, y, True, True)}
-    times: Dict[str, List[float]] = {k: [] for k in steps}
-    for fn in steps.values():
-        fn()
-        fn()
-    for _ in range(rounds):
-        for k, fn in steps.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: batch / statistics.median(v) for k, v in times.items()}
+    return time_variants(steps, device, rounds, warmup=2, batch=batch)
 
 
 def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Optional[str] = None,
