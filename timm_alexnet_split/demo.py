@@ -148,9 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     best = max(float(r['eval_top1']) for r in summary if r.get('eval_top1') not in (None, ''))
     print()
     print(f'validation top-1 (best epoch): {best:.1f}%   run: {run}')
+    print(f'measure: {report["measure_label"]}')
     for g in report['groups']:
         freq = 'n/a' if g['frequency_mean'] is None else f'{g["frequency_mean"]:.3f} cycles/px'
-        print(f'tower {g["index"]}: mean chromatic fraction {g["mean"]:.3f} ({report["measure_label"]}), '
+        print(f'tower {g["index"]}: mean chromatic fraction {g["mean"]:.3f}, '
               f'{round(g["fraction_above_0_3"] * g["kernels"])} of {g["kernels"]} kernels above 0.3; '
               f'luminance frequency {freq}')
     print(f'verdict: {report["verdict"]}')
