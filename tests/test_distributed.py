@@ -47,7 +47,7 @@ import os, signal, sys, time
 from timm_alexnet_split import cli, train
 
 RANK, EPOCH, MODE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-real_train_one_epoch = train.train_one_epoch
+real_train_one_epoch = train.run.train_one_epoch
 
 
 class Faulty:
@@ -71,7 +71,7 @@ def train_one_epoch(epoch, model, loader, *args, **kwargs):
     return real_train_one_epoch(epoch, model, loader, *args, **kwargs)
 
 
-train.train_one_epoch = train_one_epoch
+train.run.train_one_epoch = train_one_epoch
 sys.exit(cli.main(['train', *sys.argv[4:]]))
 '''
 
@@ -311,12 +311,12 @@ def test_model_parallel_refuses_what_cannot_work(argv, match):
 def test_model_parallel_and_device_must_agree():
     args = _args('--model-parallel', 'cpu', 'cpu', '--device', 'cuda')
     with pytest.raises(UserError, match='disagree'):
-        train._model_parallel_kind(args)
+        train.devices.model_parallel_kind(args)
     args = _args('--model-parallel', 'cpu', 'cpu')
-    train._model_parallel_kind(args)
+    train.devices.model_parallel_kind(args)
     assert args.device == 'cpu'
     with pytest.raises(UserError, match='not a device'):
-        train._model_parallel_kind(_args('--model-parallel', 'gpu7', 'cpu'))
+        train.devices.model_parallel_kind(_args('--model-parallel', 'gpu7', 'cpu'))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

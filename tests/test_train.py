@@ -124,7 +124,7 @@ def test_curves_are_drawn_for_every_kind_of_schedule(tmp_path, lrs):
         w.writerow(SUMMARY_COLUMNS)
         for e, lr in enumerate(lrs):
             w.writerow([e, 2.0 / (e + 1), 10.0 * e, '', '', '', lr])
-    train.plot_curves(tmp_path, title='t')
+    train.curves.plot_curves(tmp_path, title='t')
     for png in ('acc.png', 'loss.png'):
         assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert not list(tmp_path.glob('.*.tmp.png'))
@@ -201,7 +201,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_dir, tmp_path,
         model.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(train, 'create_train_model', poisoned)
+    monkeypatch.setattr(train.run, 'create_train_model', poisoned)
     with pytest.raises(UserError, match=r'loss is (nan|inf) at epoch 1.*last good checkpoint .*last.pth.tar is intact'):
         run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan'])
     ckpt = torch.load(tmp_path / 'nan' / 'last.pth.tar', map_location='cpu', weights_only=True)
@@ -352,19 +352,19 @@ def test_loader_gives_0_255_pixels_minus_the_mean_pixel(tmp_path):
     args = train.parse_args(['--data-dir', str(tmp_path / 'solid'), '--train-split', 'validation', '--no-aug',
                              '-b', '2', '--workers', '0'])
     args.distributed, args.prefetcher = False, True
-    ds = train._create_dataset(args, 'validation', False, None, 'validation')
+    ds = train.data.create_split_dataset(args, 'validation', False, None, 'validation')
     for prefetcher in (True, False):
-        loader = train.eval_loader(ds, dc, 2, 0, torch.device('cpu'), prefetcher=prefetcher)
+        loader = train.loaders.eval_loader(ds, dc, 2, 0, torch.device('cpu'), prefetcher=prefetcher)
         x, _ = next(iter(loader))
         torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
-    train_loader, _ = train.build_loaders(args, dc, torch.device('cpu'), ds, None, torch.float32)
+    train_loader, _ = train.loaders.build_loaders(args, dc, torch.device('cpu'), ds, None, torch.float32)
     x, _ = next(iter(train_loader))
     torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
 
 
 def test_pca_lighting_adds_one_offset_per_image_in_0_255_units():
     args = train.parse_args(['--pca-lighting', '0.1'])
-    pca = train._build_pca(args, {'std': (1 / 255,) * 3})  # the split AlexNet's std: pixels stay on 0-255
+    pca = train.parts.build_pca(args, {'std': (1 / 255,) * 3})  # the split AlexNet's std: pixels stay on 0-255
     torch.manual_seed(0)
     out = pca(torch.zeros(512, 3, 4, 4))
     per_image = out[:, :, 0, 0]
@@ -505,13 +505,13 @@ def test_refuses_combinations_that_would_be_ignored(argv, match):
     args = train.parse_args(argv)
     args.distributed = False
     with pytest.raises(UserError, match=match):
-        train.check_args(args)
+        train.options.check_args(args)
 
 
 def test_model_parallel_none_is_accepted():
     args = train.parse_args(['--model-parallel', 'none'])
     args.distributed = False
-    train.check_args(args)
+    train.options.check_args(args)
 
 
 def test_bad_input_ends_in_one_line_and_exit_2(tmp_path, capsys):
@@ -544,7 +544,7 @@ def test_demo_data_option_trains_on_ensure_demo_data(tmp_path, monkeypatch):
     fake.ensure_demo_data = lambda root=None: folder
     monkeypatch.setitem(sys.modules, 'timm_alexnet_split.data', fake)
     args = train.parse_args(['--demo-data'])
-    train_ds, eval_ds, names = train.build_datasets(args)
+    train_ds, eval_ds, names = train.data.build_datasets(args)
     assert args.data_dir == str(folder) and names == sorted(COLOURS)
     assert len(train_ds) == 3 and len(eval_ds) == 3
 
@@ -554,17 +554,17 @@ def test_demo_data_option_trains_on_ensure_demo_data(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_a_new_run_never_writes_into_an_existing_run(tmp_path):
     (tmp_path / 'exp').mkdir()
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp'  # empty: used
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp'  # empty: used
     (tmp_path / 'exp' / 'summary.csv').write_text('x')
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-1'
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-1'
     (tmp_path / 'exp-1' / 'last.pth.tar').write_text('x')
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-2'
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-2'
     assert (tmp_path / 'exp' / 'summary.csv').read_text() == 'x'
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / 'last.pth.tar'
-    train.atomic_torch_save({'epoch': 1}, path)
+    train.checkpoints.atomic_torch_save({'epoch': 1}, path)
     real_save = torch.save
 
     def dies_half_way(obj, f, *a, **k):
@@ -573,8 +573,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError('disk full')
 
     monkeypatch.setattr(torch, 'save', dies_half_way)
-    with pytest.raises(OSError):
-        train.atomic_torch_save({'epoch': 2}, path)
+    with pytest.raises(UserError, match='cannot write .*last.pth.tar: disk full'):
+        train.checkpoints.atomic_torch_save({'epoch': 2}, path)
     assert torch.load(path, weights_only=True) == {'epoch': 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pth.tar']
 
@@ -613,8 +613,8 @@ def test_skip_unreadable_substitutes_for_training_and_drops_for_evaluation(tmp_p
     assert int(ds[1][0][0, 0, 0]) == 2
     ev = train.SkipUnreadable(Flaky(), 'validation', str(log), substitute=False)
     assert ev[1] is None
-    collate = train.SkipNoneCollate(torch.utils.data.default_collate, (3, 2, 2))
+    collate = train.data.SkipNoneCollate(torch.utils.data.default_collate, (3, 2, 2))
     x, y = collate([ev[i] for i in range(4)])
     assert x.shape[0] == 3
     assert collate([None, None])[0].shape == (0, 3, 2, 2)
-    assert train._skip_counts(log) == (3, 1)  # three failed reads of one file
+    assert train.data.skip_counts(log) == (3, 1)  # three failed reads of one file
