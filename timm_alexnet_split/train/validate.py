@@ -102,7 +102,9 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> Tuple[Checkpo
         kwargs['num_classes'] = args.num_classes
     elif info.num_classes is not None:
         kwargs.setdefault('num_classes', info.num_classes)
-    for key, value in state_dict_kwargs(ckpt.state_dict).items():  # what the shapes fix (fc8, fc6, conv1)
+    for key, value in state_dict_kwargs(ckpt.state_dict).items():  # what the shapes fix (fc8, fc6, conv1, towers)
+        if key == 'num_towers' and args.model:  # a model named here keeps its towers: other weights are refused
+            continue
         kwargs.setdefault(key, value)
     try:
         model = timm.create_model(model_name, **kwargs)
