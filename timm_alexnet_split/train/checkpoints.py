@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import logging.handlers
 import os
 import random
 import shutil

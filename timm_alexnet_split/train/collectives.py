@@ -3,21 +3,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
-import logging.handlers
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 
 if TYPE_CHECKING:
     from .loop import StopRequest
-from datetime import timedelta
-
-import torch.distributed as dist
-
-_logger = logging.getLogger('timm_alexnet_split.train')
 
 
 class PeerLost(Exception):

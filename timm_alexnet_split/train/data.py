@@ -5,7 +5,6 @@ import argparse
 import contextlib
 import importlib
 import logging
-import logging.handlers
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
-import logging.handlers
 import os
 from typing import Any, Dict, List, Optional
 
@@ -17,8 +15,6 @@ from ..errors import UserError
 from ..model import AlexNetSplit
 from ..parallel import is_device_count, place_towers, process_devices
 from .collectives import collective_timeout
-
-_logger = logging.getLogger('timm_alexnet_split.train')
 
 
 def model_parallel_spec(args: argparse.Namespace) -> Optional[List[str]]:

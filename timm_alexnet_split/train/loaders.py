@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import math
 from typing import Any, Dict, Optional, Tuple
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import logging.handlers
 import math
 import os
 import signal

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
-import logging.handlers
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -15,9 +13,6 @@ from timm.utils import ParseKwargs
 
 from ..errors import UserError
 from ..schedule import PLATEAU_METRICS
-
-_logger = logging.getLogger('timm_alexnet_split.train')
-
 
 PROG = 'timm-alexnet-split train'
 
@@ -354,7 +349,6 @@ _ALIASES = {
     'label_smoothing': 'smoothing', 'num_workers': 'workers', 'warmup': 'warmup_epochs', 'output_dir': 'output',
     'random_seed': 'seed', 'gpu': 'device', 'momentum_rate': 'momentum', 'classes': 'num_classes',
 }
-
 
 
 def _suggest(name: str, known: Sequence[str]) -> Optional[str]:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import logging.handlers
 import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -15,8 +13,6 @@ from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..errors import UserError
 from ..schedule import PLATEAU_METRICS, PlateauDecay
-
-_logger = logging.getLogger('timm_alexnet_split.train')
 
 
 def build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, updates_per_epoch: int,

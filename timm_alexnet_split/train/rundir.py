@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import logging.handlers
 from pathlib import Path
 from typing import List, Tuple
 

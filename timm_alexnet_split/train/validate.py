@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
-import logging.handlers
 import os
 import sys
 import tempfile
@@ -26,8 +24,6 @@ from .data import UNREADABLE, SkipUnreadable, align_classes, create_split_datase
 from .loaders import eval_loader
 from .logs import quiet_timm_skips
 from .loop import evaluate
-
-_logger = logging.getLogger('timm_alexnet_split.train')
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
