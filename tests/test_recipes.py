@@ -1,15 +1,14 @@
 """Recipes speak timm train.py: every key is one of its options or ours, typed as it expects; our parser knows
 every train.py option (supported, or refused by name) with train.py's flags and defaults."""
 import argparse
-from pathlib import Path
 
 import pytest
 import yaml
+from trainhelp import RECIPES_DIR
 
 from timm_alexnet_split import train
 from timm_alexnet_split.errors import UserError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / 'recipes'
 RECIPES = sorted(RECIPES_DIR.glob('*.yaml'))
 
 # Every option of timm's train.py: dest -> (option strings, default), read once from its argparse parser at

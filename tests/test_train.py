@@ -18,41 +18,14 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from trainhelp import BASE_OPTS, COLOURS, RUN_OPTS, make_folder, run_train, summary_table
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import cli, train
 from timm_alexnet_split.errors import UserError
 from timm_alexnet_split.schedule import PlateauDecay
 
-COLOURS = {'blue': (40, 40, 200), 'green': (40, 200, 40), 'red': (200, 40, 40)}
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_top1', 'eval_loss', 'eval_top1', 'eval_top5', 'lr']
-# one step per epoch (7 training items, the unreadable one among them, in one batch of 7: each epoch meets it);
-# PCA lighting, paper crops, flips and a loader worker all draw random numbers, so an exact resume has to restore
-# every generator
-BASE_OPTS = ['--img-size', '64', '-b', '7', '--lr', '0.001', '--opt', 'momentum', '--weight-decay', '0.0005',
-             '--sched', 'plateau', '--plateau-metric', 'train_top1', '--plateau-patience', '1', '--warmup-epochs', '0',
-             '--smoothing', '0', '--color-jitter', '0', '--drop', '0.5', '--paper-crop', '--pca-lighting', '0.1',
-             '--workers', '1', '--device', 'cpu', '--checkpoint-hist', '1', '--log-interval', '1', '--seed', '3']
-RUN_OPTS = [*BASE_OPTS, '--model-kwargs', 'fc_width=64']
-
-
-def make_folder(root: Path, per_class: dict, size=(80, 72), seed=0, corrupt: bool = False) -> Path:
-    """ImageFolder splits of noisy solid-colour PNGs ({split: images per class}); optionally one corrupt JPEG."""
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for name, rgb in COLOURS.items():
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(np.array(rgb)[None, None] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f'{i}.png')
-    if corrupt:
-        (root / 'train' / 'red' / 'broken.jpg').write_bytes(b'\xff\xd8 this is not a jpeg')
-    return root
-
-
-def run_train(argv):
-    return train.main([str(a) for a in argv])
 
 
 @pytest.fixture(scope='module')
@@ -64,20 +37,15 @@ def data_dir(module_tmp):
 def trained_run(data_dir, module_tmp):
     """Two epochs in one go: the reference for the artefact, resume and validate tests."""
     out = module_tmp / 'runs'
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 2, '--output', out, '--experiment', 'full']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 2, '--output', out, '--experiment', 'full') == 0
     return out / 'full'
-
-
-def read_summary(run_dir):
-    with open(run_dir / 'summary.csv', newline='') as f:
-        return list(csv.reader(f))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # a run and its folder
 # ---------------------------------------------------------------------------------------------------------------------
 def test_run_writes_every_artefact(trained_run):
-    rows = read_summary(trained_run)
+    rows = summary_table(trained_run)
     assert rows[0] == SUMMARY_COLUMNS
     assert [int(r[0]) for r in rows[1:]] == [0, 1]
     assert all(math.isfinite(float(v)) for r in rows[1:] for v in r)
@@ -145,11 +113,11 @@ def test_unreadable_image_is_skipped_counted_and_reported(trained_run):
 
 
 def test_resume_ends_with_the_same_weights_and_metrics(trained_run, data_dir, tmp_path):
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'part']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'part') == 0
     part = tmp_path / 'part'
-    assert read_summary(part)[1:] != read_summary(trained_run)[1:]
-    assert run_train(['--resume', part / 'last.pth.tar', '--epochs', 2]) == 0
-    assert read_summary(part) == read_summary(trained_run)
+    assert summary_table(part)[1:] != summary_table(trained_run)[1:]
+    assert run_train('--resume', part / 'last.pth.tar', '--epochs', 2) == 0
+    assert summary_table(part) == summary_table(trained_run)
     a = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
     b = torch.load(part / 'last.pth.tar', map_location='cpu', weights_only=True)
     for key, value in a['state_dict'].items():
@@ -203,11 +171,11 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_dir, tmp_path,
 
     monkeypatch.setattr(train.run, 'create_train_model', poisoned)
     with pytest.raises(UserError, match=r'loss is (nan|inf) at epoch 1.*last good checkpoint .*last.pth.tar is intact'):
-        run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan'])
+        run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan')
     ckpt = torch.load(tmp_path / 'nan' / 'last.pth.tar', map_location='cpu', weights_only=True)
     assert ckpt['epoch'] == 0
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
-    assert len(read_summary(tmp_path / 'nan')) == 2
+    assert len(summary_table(tmp_path / 'nan')) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -220,7 +188,7 @@ def _validate(capsys, *argv):
 
 def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir, capsys):
     r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
-    last = read_summary(trained_run)[-1]
+    last = summary_table(trained_run)[-1]
     assert r['crop'] == 'center' and r['images'] == 3
     assert r['top1'] == pytest.approx(float(last[4]), abs=1e-3)
     assert r['loss'] == pytest.approx(float(last[3]), rel=1e-4)
@@ -230,8 +198,8 @@ def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir,
 
 def test_validate_safetensors_of_an_avg_pool_run(data_dir, tmp_path, capsys):
     """The weights-only file carries the options that shape the model (global pool), not just the weights."""
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--gp', 'avg', '--output', tmp_path,
-                      '--experiment', 'gp']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--gp', 'avg', '--output', tmp_path,
+                      '--experiment', 'gp') == 0
     r = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
     st = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.safetensors', '--data-dir', data_dir, '-j', 0)
     assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
