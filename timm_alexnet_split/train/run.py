@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,8 @@ from .loop import Diverged, Interrupted, StopRequest, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
 from .parts import build_pca, build_scheduler, loss_fns, metric_value, plateau_metric_name
 from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary
+
+__all__ = ['Run', 'main', 'checkpoint_state', 'weights_metadata', 'save_recovery']
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 
@@ -485,7 +487,7 @@ def _validate_epoch(r: Run, epoch: int) -> Optional[Dict[str, float]]:
     return eval_m
 
 
-def _compare_replicas(r: Run, epoch: int) -> tuple:
+def _compare_replicas(r: Run, epoch: int) -> Tuple[str, Optional[List[Any]]]:
     """Distributed: every process's generators (for the checkpoint) and a check that the weights agree; the log
     line's note and the generators (None when not distributed)."""
     args = r.args
@@ -546,5 +548,3 @@ def _report_end(r: Run) -> None:
     if total and r.primary:
         _logger.warning(f'{distinct} unreadable image(s) skipped {total} time(s) in all: see {r.skip_log}')
 
-
-__all__ = ['Run', 'main', 'checkpoint_state', 'weights_metadata', 'save_recovery']
