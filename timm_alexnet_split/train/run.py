@@ -547,4 +547,3 @@ def _report_end(r: Run) -> None:
     total, distinct = skip_counts(r.skip_log)
     if total and r.primary:
         _logger.warning(f'{distinct} unreadable image(s) skipped {total} time(s) in all: see {r.skip_log}')
-
