@@ -18,7 +18,8 @@ TORCH_FREE_FLAGS = ('-h', '--help', '-V', '--version')
 
 
 def _torch_free(argv: List[str]) -> bool:
-    return not argv or argv[0] in TORCH_FREE_COMMANDS + TORCH_FREE_FLAGS
+    rest = argv[1:] if argv[:1] == ['--debug'] else argv  # --debug goes before the command
+    return not rest or rest[0] in TORCH_FREE_COMMANDS + TORCH_FREE_FLAGS
 
 
 def _package_without_init() -> None:

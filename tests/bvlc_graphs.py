@@ -15,7 +15,7 @@ other widths or pads.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -128,6 +128,25 @@ def bvlc_model(
 
     x = tname('data_0')
     data_name = x
+    x = _convs(x, node, const, weights, omit, input_size, pool_pads)
+    x = _flatten_and_fcs(x, node, const, weights, omit, flatten, opset)
+    out_dim = weights['fc8'][0].shape[0]
+    if softmax:
+        x = node('Softmax', [x], 'prob_1')
+    inputs = [helper.make_tensor_value_info(data_name, TensorProto.FLOAT, [1, 3, input_size, input_size])]
+    ir = IR_FOR_OPSET.get(opset, 7)
+    if ir < 4:  # IR 3: every initializer is also a graph input
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    model.graph.node.extend(nodes)
+    model.graph.input.extend(inputs)
+    model.graph.output.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, out_dim]))
+    model.ir_version = ir
+    return model
+
+
+def _convs(x: str, node: Callable, const: Callable, weights: Dict[str, Tuple[np.ndarray, np.ndarray]],
+           omit: Sequence[str], input_size: int, pool_pads: Optional[Sequence[int]]) -> str:
+    """conv1..conv5 with their ReLU, LRN and max-pool nodes (as the Caffe converter wrote them); the last output."""
     size = input_size
     pads = list(pool_pads) if pool_pads is not None else None
     pool_i = 0
@@ -152,6 +171,12 @@ def bvlc_model(
             pool_i += 1
             x = node('MaxPool', [x], f'pool{i}_1', kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, end, end])
             size = out
+    return x
+
+
+def _flatten_and_fcs(x: str, node: Callable, const: Callable, weights: Dict[str, Tuple[np.ndarray, np.ndarray]],
+                     omit: Sequence[str], flatten: str, opset: int) -> str:
+    """What feeds fc6 (``flatten``), then fc6..fc8 with their ReLU and Dropout nodes; the last output."""
     if flatten == 'reshape':
         if opset < 5:
             x = node('Reshape', [x], 'OC2_DUMMY_0', shape=[1, 9216])
@@ -171,18 +196,7 @@ def bvlc_model(
         if layer != 'fc8':
             x = node('Relu', [x], f'{layer}_2')
             x = node('Dropout', [x], f'{layer}_3', **drop_old)
-    out_dim = weights['fc8'][0].shape[0]
-    if softmax:
-        x = node('Softmax', [x], 'prob_1')
-    inputs = [helper.make_tensor_value_info(data_name, TensorProto.FLOAT, [1, 3, input_size, input_size])]
-    ir = IR_FOR_OPSET.get(opset, 7)
-    if ir < 4:  # IR 3: every initializer is also a graph input
-        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
-    model.graph.node.extend(nodes)
-    model.graph.input.extend(inputs)
-    model.graph.output.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, out_dim]))
-    model.ir_version = ir
-    return model
+    return x
 
 
 def no_conv_model(opset: int = 12) -> onnx.ModelProto:

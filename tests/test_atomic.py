@@ -124,3 +124,93 @@ def test_the_new_file_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatc
     with replace_when_done(dest, True, 'while saving') as tmp:
         tmp.write_text('new')
     assert events == [('fsync', os.path.realpath(tmp)), ('replace', str(tmp))] and dest.read_text() == 'new'
+
+
+# ---- the package's writers use replace_when_done: an unwritable place is one UserError, nothing is left behind -----
+def _tiny_generated():
+    import numpy as np
+
+    from timm_alexnet_split.generated import Generated
+
+    def render(split, per_class):
+        for name in ('a', 'b'):
+            for i in range(per_class):
+                yield name, i, np.full((64, 64, 3), 40 * i + (name == 'b') * 100, dtype=np.uint8)
+    return Generated('tiny', ('a', 'b'), (2, 1), {'v': 1}, render, 64)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_the_trainers_checkpoint_writes_into_an_unwritable_folder_are_one_line(tmp_path, kind):
+    import numpy as np
+    import torch
+
+    from timm_alexnet_split.train import RunSaver
+    from timm_alexnet_split.train.checkpoints import atomic_link, atomic_save_safetensors
+    from timm_alexnet_split.train.rundir import save_npy
+    (tmp_path / 'src.bin').write_bytes(b'x')
+    with unwritable_folder(tmp_path, kind) as folder:
+        with pytest.raises(UserError, match='cannot write .*last.pth.tar'):
+            RunSaver(folder).save(0, 1.0, {'epoch': 0}, {'w': torch.zeros(2)}, {})
+        with pytest.raises(UserError, match='cannot write .*w.safetensors'):
+            atomic_save_safetensors({'w': torch.zeros(2)}, folder / 'w.safetensors', {})
+        with pytest.raises(UserError, match='cannot write .*epoch_0001.npy'):
+            save_npy(folder / 'epoch_0001.npy', np.zeros(3))
+        with pytest.raises(UserError, match='cannot write .*model_best.pth.tar'):
+            atomic_link(tmp_path / 'src.bin', folder / 'model_best.pth.tar')
+
+
+def test_a_safetensors_failure_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import torch
+    from safetensors import SafetensorError
+
+    from timm_alexnet_split.train import checkpoints
+    path = tmp_path / 'last.safetensors'
+    checkpoints.atomic_save_safetensors({'w': torch.zeros(2)}, path, {'epoch': '0'})
+    old = path.read_bytes()
+
+    def fails(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(No space left on device)')
+    monkeypatch.setattr(checkpoints, 'save_file', fails)
+    with pytest.raises(UserError, match='cannot write .*last.safetensors: Error while serializing'):
+        checkpoints.atomic_save_safetensors({'w': torch.ones(2)}, path, {'epoch': '1'})
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ['last.safetensors']
+
+
+def test_the_trainers_hard_links_share_the_file_and_replace_atomically(tmp_path):
+    from timm_alexnet_split.train.checkpoints import atomic_link
+    (tmp_path / 'last.pth.tar').write_bytes(b'new')
+    (tmp_path / 'model_best.pth.tar').write_bytes(b'old')
+    atomic_link(tmp_path / 'last.pth.tar', tmp_path / 'model_best.pth.tar')
+    assert (tmp_path / 'model_best.pth.tar').read_bytes() == b'new'
+    assert os.path.samefile(tmp_path / 'last.pth.tar', tmp_path / 'model_best.pth.tar')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pth.tar', 'model_best.pth.tar']
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_demo_manifest_pca_stats_and_generated_data_into_an_unwritable_folder_are_one_line(tmp_path, kind, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from timm_alexnet_split import cli, demo, generated
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / 'a.png')
+    with unwritable_folder(tmp_path, kind) as folder:
+        with pytest.raises(UserError, match='cannot write .*exports.demo.json'):
+            demo._write_manifest(folder / 'exports', {'status': 'writing'})
+        assert cli.main(['pca-stats', str(images), '-o', str(folder / 'eig.json')]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and f'cannot write {folder / "eig.json"}' in err and 'Traceback' not in err
+        with pytest.raises(UserError, match='cannot write .*tiny-data'):
+            generated.write(folder / 'tiny-data', _tiny_generated(), progress=False)
+
+
+def test_generated_data_has_the_usual_mode_and_replaces_a_generated_folder(tmp_path):
+    from timm_alexnet_split import generated
+    out = generated.write(tmp_path / 'tiny', _tiny_generated(), progress=False)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()  # not tempfile.mkdtemp's 0700
+    assert generated.is_complete(out, _tiny_generated(), verify=True)
+    (out / 'train' / 'a' / '00000.png').unlink()
+    assert generated.ensure(out, _tiny_generated(), progress=False) == out  # regenerated in place
+    assert generated.is_complete(out, _tiny_generated(), verify=True)
+    assert [p.name for p in tmp_path.iterdir()] == ['tiny']

@@ -82,3 +82,36 @@ def test_every_command_is_listed_in_help(tmp_path):
     assert done.returncode == 0
     for name in COMMANDS:
         assert name in done.stdout
+
+
+def _config_error(argv, capsys):
+    from timm_alexnet_split import cli
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_and_debug_adds_the_traceback(tmp_path, capsys, monkeypatch):
+    missing = str(tmp_path / 'missing.yaml')
+    monkeypatch.delenv('TIMM_ALEXNET_SPLIT_DEBUG', raising=False)
+    code, err = _config_error(['train', '--config', missing], capsys)
+    assert code == 2 and err == f'timm-alexnet-split train: error: config file {missing} not found\n'
+    code, err = _config_error(['--debug', 'train', '--config', missing], capsys)
+    assert code == 2 and err.startswith('Traceback (most recent call last):') and 'UserError' in err
+    assert err.endswith(f'timm-alexnet-split train: error: config file {missing} not found\n')
+    monkeypatch.setenv('TIMM_ALEXNET_SPLIT_DEBUG', '1')
+    code, err = _config_error(['train', '--config', missing], capsys)
+    assert code == 2 and err.startswith('Traceback') and 'load_config' in err
+    monkeypatch.setenv('TIMM_ALEXNET_SPLIT_DEBUG', '0')
+    code, err = _config_error(['train', '--config', missing], capsys)
+    assert code == 2 and 'Traceback' not in err
+
+
+def test_debug_before_the_kernel_tool_keeps_it_torch_free(tmp_path):
+    done = _run(['--debug', 'kernels', '--help'], _without_torch(tmp_path), tmp_path)
+    assert done.returncode == 0 and 'usage' in done.stdout, done.stderr
+
+
+def test_the_kernel_tools_error_is_a_user_error():
+    from timm_alexnet_split.errors import UserError
+    from timm_alexnet_split.kernel_io import KernelsError
+    assert issubclass(KernelsError, UserError)

@@ -9,6 +9,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from timm_alexnet_split import decode, train
+from timm_alexnet_split.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (1 / 255,) * 3  # the split AlexNet's: 0-255 pixels minus the mean pixel
 
@@ -100,18 +101,18 @@ def test_draft_decoding_in_the_trainer_for_a_folder(tmp_path):
     args = train.parse_args(['--data-dir', str(tmp_path), '--decode', 'draft', '--paper-crop', '--workers', '0',
                              '-b', '2', '--color-jitter', '0'])
     args.distributed, args.world_size, args.rank, args.prefetcher = False, 1, 0, True
-    train_ds, eval_ds, _ = train.build_datasets(args)
+    train_ds, eval_ds, _ = train.data.build_datasets(args)
     train_ds, eval_ds = train.SkipUnreadable(train_ds), train.SkipUnreadable(eval_ds, substitute=False)
     cfg = {'input_size': (3, 64, 64), 'crop_pct': 0.5, 'interpolation': 'bilinear', 'mean': MEAN, 'std': STD}
-    lt, le = train.build_loaders(args, cfg, torch.device('cpu'), train_ds, eval_ds, torch.float32)
+    lt, le = train.loaders.build_loaders(args, cfg, torch.device('cpu'), train_ds, eval_ds, torch.float32)
     for loader in (lt, le):
         first = loader.dataset.dataset.transform.transforms[0]
         assert isinstance(first, decode.DraftDecode) and first.target == 128
         x, y = next(iter(loader))
         assert x.shape == (2, 3, 64, 64)
     args.paper_crop = False
-    with pytest.raises(train.UserError, match='--paper-crop'):
-        train.build_loaders(args, cfg, torch.device('cpu'), train_ds, eval_ds, torch.float32)
+    with pytest.raises(UserError, match='--paper-crop'):
+        train.loaders.build_loaders(args, cfg, torch.device('cpu'), train_ds, eval_ds, torch.float32)
 
 
 @pytest.mark.gpu

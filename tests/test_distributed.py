@@ -8,7 +8,6 @@ all-reduces are quick and a checkpoint is ~20 MB) on 8 training images of 64 px,
 step per epoch. CPU tests ~1.5-2 min on 2 cores; GPU tests skip
 without CUDA.
 """
-import csv
 import os
 import re
 import shutil
@@ -19,11 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
+from trainhelp import COLOURS, make_folder, run_train, summary_rows
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import train
@@ -38,6 +36,7 @@ COMMON = ['--img-size', '64', '--gp', 'avg', '--lr', '0.001', '--opt', 'momentum
           '--checkpoint-hist', '1', '--log-interval', '1', '--seed', '5', '--epochs', str(EPOCHS),
           '--model-kwargs', 'fc_width=64']
 TORCHRUN_TIMEOUT = 240
+TWO_COLOURS = {name: COLOURS[name] for name in ('blue', 'red')}
 
 # Runs the trainer with a fault in one process of a torchrun job: python faulty.py RANK EPOCH die|hang TRAIN-OPTIONS...
 # At the first batch of EPOCH, process RANK is killed (SIGKILL, as the OOM killer would) or sleeps (a hang outside any
@@ -47,7 +46,7 @@ import os, signal, sys, time
 from timm_alexnet_split import cli, train
 
 RANK, EPOCH, MODE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-real_train_one_epoch = train.train_one_epoch
+real_train_one_epoch = train.run.train_one_epoch
 
 
 class Faulty:
@@ -71,22 +70,9 @@ def train_one_epoch(epoch, model, loader, *args, **kwargs):
     return real_train_one_epoch(epoch, model, loader, *args, **kwargs)
 
 
-train.train_one_epoch = train_one_epoch
+train.run.train_one_epoch = train_one_epoch
 sys.exit(cli.main(['train', *sys.argv[4:]]))
 '''
-
-
-def _make_data(root: Path) -> Path:
-    """ImageFolder: 2 classes x 4 training images; 5 validation images (uneven over 2 processes: padding)."""
-    rng = np.random.default_rng(0)
-    for split, counts in (('train', (4, 4)), ('validation', (3, 2))):
-        for (name, rgb), n in zip((('blue', (40, 40, 200)), ('red', (200, 40, 40))), counts):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(np.array(rgb)[None, None] + rng.normal(0, 25, (72, 80, 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f'{i}.png')
-    return root
 
 
 def _env() -> dict:
@@ -128,15 +114,15 @@ def _weights(path: Path) -> dict:
 
 
 def _summary(run_dir: Path) -> list:
-    with open(run_dir / 'summary.csv', newline='') as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return [{k: float(v) for k, v in r.items()} for r in summary_rows(run_dir)]
 
 
 @pytest.fixture(scope='module')
 def setup(module_tmp):
     """Data, the shared initial weights (so the update of each run is known) and the options."""
     root = module_tmp
-    data = _make_data(root / 'data')
+    # 2 classes x 4 training images; 5 validation images (uneven over 2 processes: padding)
+    data = make_folder(root / 'data', {'train': (4, 4), 'validation': (3, 2)}, colours=TWO_COLOURS)
     torch.manual_seed(0)
     model = timm.create_model('alexnet_split_2', num_classes=2, global_pool='avg', fc_width=64)
     init = root / 'init.pth'
@@ -163,7 +149,7 @@ def ddp_run(setup):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_two_processes_match_one_process_with_the_global_batch(setup, ddp_run):
     run_ddp, _ = ddp_run
-    assert train.main([str(a) for a in [*setup['cpu'], '-b', '8', '--experiment', 'single']]) == 0
+    assert run_train(*setup['cpu'], '-b', '8', '--experiment', 'single') == 0
     run_one = setup['root'] / 'runs' / 'single'
     w0, w_ddp, w_one = torch.load(setup['init'], weights_only=True), _weights(run_ddp / 'last.pth.tar'), \
         _weights(run_one / 'last.pth.tar')
@@ -271,8 +257,8 @@ def test_resume_with_another_process_count_warns_and_continues(setup, ddp_run, c
     run_dir = setup['root'] / 'runs' / 'regrown'
     run_dir.mkdir()
     shutil.copy(ddp_run[0] / 'last.pth.tar', run_dir / 'last.pth.tar')
-    assert train.main([str(a) for a in [*setup['cpu'], '-b', '8', '--epochs', EPOCHS + 1,
-                                        '--resume', run_dir / 'last.pth.tar']]) == 0
+    assert run_train(*setup['cpu'], '-b', '8', '--epochs', EPOCHS + 1,
+                                        '--resume', run_dir / 'last.pth.tar') == 0
     err = capsys.readouterr().err
     assert 'written by 2 process(es), this run has 1' in err and 'not bit-exact' in err
     ckpt = torch.load(run_dir / 'last.pth.tar', map_location='cpu', weights_only=True)
@@ -311,12 +297,12 @@ def test_model_parallel_refuses_what_cannot_work(argv, match):
 def test_model_parallel_and_device_must_agree():
     args = _args('--model-parallel', 'cpu', 'cpu', '--device', 'cuda')
     with pytest.raises(UserError, match='disagree'):
-        train._model_parallel_kind(args)
+        train.devices.model_parallel_kind(args)
     args = _args('--model-parallel', 'cpu', 'cpu')
-    train._model_parallel_kind(args)
+    train.devices.model_parallel_kind(args)
     assert args.device == 'cpu'
     with pytest.raises(UserError, match='not a device'):
-        train._model_parallel_kind(_args('--model-parallel', 'gpu7', 'cpu'))
+        train.devices.model_parallel_kind(_args('--model-parallel', 'gpu7', 'cpu'))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -327,7 +313,7 @@ def test_model_parallel_and_device_must_agree():
 def test_towers_placed_on_one_gpu_train_like_the_unplaced_model(setup):
     runs = {}
     for name, extra in (('gpu_plain', ['--device', 'cuda']), ('gpu_placed', ['--model-parallel', 'cuda:0', 'cuda:0'])):
-        assert train.main([str(a) for a in [*setup['opts'], '-b', '8', '--experiment', name, *extra]]) == 0
+        assert run_train(*setup['opts'], '-b', '8', '--experiment', name, *extra) == 0
         runs[name] = _weights(setup['root'] / 'runs' / name / 'last.pth.tar')
     w0 = torch.load(setup['init'], weights_only=True)
     for k in w0:
@@ -347,7 +333,7 @@ def test_two_processes_on_two_gpus_with_nccl(setup):
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two GPUs')
 def test_towers_on_two_gpus_in_one_process(setup):
-    assert train.main([str(a) for a in [*setup['opts'], '-b', '8', '--experiment', 'two_gpus',
-                                        '--model-parallel', 'cuda:0', 'cuda:1']]) == 0
+    assert run_train(*setup['opts'], '-b', '8', '--experiment', 'two_gpus',
+                                        '--model-parallel', 'cuda:0', 'cuda:1') == 0
     ckpt = torch.load(setup['root'] / 'runs' / 'two_gpus' / 'last.pth.tar', map_location='cpu', weights_only=True)
     assert ckpt['epoch'] == EPOCHS - 1

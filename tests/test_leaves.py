@@ -11,6 +11,7 @@ import pytest
 import torchvision
 import yaml
 from timm.data import create_dataset
+from trainhelp import RECIPES_DIR
 
 from timm_alexnet_split import data, leaves, train
 from timm_alexnet_split.cli import main as cli
@@ -185,7 +186,7 @@ def test_trainer_option_names_every_dataset():
 def test_trainer_trains_on_the_leaves_dataset(tiny_leaves, tmp_path, monkeypatch):
     monkeypatch.setattr(leaves, 'ensure_leaves_data', functools.partial(leaves.ensure_leaves_data.func, img_size=64,
                                                                         train_per_class=1, val_per_class=1))
-    recipe = yaml.safe_load(open(train.__file__.replace('timm_alexnet_split/train.py', 'recipes/leaves.yaml')))
+    recipe = yaml.safe_load(open(RECIPES_DIR / 'leaves.yaml'))
     assert recipe['demo_data'] is True and recipe['demo_dataset'] == 'leaves'
     code = train.main(['--demo-data', '--demo-dataset', 'leaves', '--model', 'alexnet_split_2', '--model-kwargs',
                        'fc_width=64', '--img-size', '64', '-b', '36', '--epochs', '1', '--device', 'cpu', '--workers', '0',

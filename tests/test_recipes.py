@@ -1,14 +1,14 @@
 """Recipes speak timm train.py: every key is one of its options or ours, typed as it expects; our parser knows
 every train.py option (supported, or refused by name) with train.py's flags and defaults."""
 import argparse
-from pathlib import Path
 
 import pytest
 import yaml
+from trainhelp import RECIPES_DIR
 
 from timm_alexnet_split import train
+from timm_alexnet_split.errors import UserError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / 'recipes'
 RECIPES = sorted(RECIPES_DIR.glob('*.yaml'))
 
 # Every option of timm's train.py: dest -> (option strings, default), read once from its argparse parser at
@@ -210,9 +210,9 @@ def test_every_recipe_key_is_a_train_py_option_or_ours(recipe):
 @pytest.mark.parametrize('recipe', RECIPES, ids=lambda p: p.stem)
 def test_recipe_values_need_no_conversion(recipe):
     """train.py applies YAML values as they are (parser.set_defaults): a number must be a YAML number, etc."""
-    actions = train._option_dests(train.build_parser())
+    actions = train.options.option_dests(train.build_parser())
     for key, value in _load(recipe).items():
-        assert train._coerce(actions[key], key, value, recipe.name) == value, key
+        assert train.options.coerce_config_value(actions[key], key, value, recipe.name) == value, key
         if actions[key].type in (int, float) and value is not None:
             items = value if isinstance(value, list) else [value]
             assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items), key
@@ -226,7 +226,7 @@ def test_recipe_has_a_header_and_parses(recipe):
     assert 'Needs' in ''.join(header)
     args = train.parse_args(['--config', str(recipe)])
     args.distributed = False
-    train.check_args(args)
+    train.options.check_args(args)
     ours = sorted(k for k in _load(recipe) if k in train.OWN_OPTIONS)
     for key in ours:  # the header names the keys upstream train.py ignores
         assert key in ''.join(header), key
@@ -259,14 +259,14 @@ def test_the_caffe_variant_changes_only_the_initialisation():
 
 
 def test_every_train_py_option_is_supported_or_refused_by_name():
-    ours = train._option_dests(train.build_parser())
+    ours = train.options.option_dests(train.build_parser())
     for dest in UPSTREAM_TRAIN_OPTIONS:
         assert (dest in ours) != (dest in train.UNSUPPORTED), dest
     assert set(train.UNSUPPORTED) <= set(UPSTREAM_TRAIN_OPTIONS)
 
 
 def test_supported_options_keep_train_py_flags_and_defaults():
-    ours = train._option_dests(train.build_parser())
+    ours = train.options.option_dests(train.build_parser())
     for dest, (flags, default) in UPSTREAM_TRAIN_OPTIONS.items():
         if dest in train.UNSUPPORTED:
             assert train.UNSUPPORTED[dest][0] == default, dest
@@ -276,7 +276,7 @@ def test_supported_options_keep_train_py_flags_and_defaults():
 
 
 def test_our_options_are_not_train_py_options():
-    ours = train._option_dests(train.build_parser())
+    ours = train.options.option_dests(train.build_parser())
     assert not set(train.OWN_OPTIONS) & set(UPSTREAM_TRAIN_OPTIONS)
     assert set(train.OWN_OPTIONS) <= set(ours)
     assert set(ours) == set(UPSTREAM_TRAIN_OPTIONS) - set(train.UNSUPPORTED) | set(train.OWN_OPTIONS)
@@ -285,6 +285,6 @@ def test_our_options_are_not_train_py_options():
 def test_an_unsupported_train_py_flag_is_refused_by_name():
     flags = {f for dest, (fl, _) in UPSTREAM_TRAIN_OPTIONS.items() if dest in train.UNSUPPORTED for f in fl}
     for flag in sorted(flags):
-        with pytest.raises(train.UserError, match='not supported'):
+        with pytest.raises(UserError, match='not supported'):
             train.parse_args([flag])
     assert isinstance(train.parse_args([]), argparse.Namespace)

@@ -189,9 +189,9 @@ def test_timm_reader_over_our_shards_in_our_trainer(made, tmp_path, capsys):
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert result['images'] == 6 and result['skipped_unreadable'] == 0 and result['top1'] >= 0
     args = _args(out, '-b', '4', '--workers', '0')
-    train_ds, eval_ds, names = train.build_datasets(args)
+    train_ds, eval_ds, names = train.data.build_datasets(args)
     assert names == list(CLASSES) and len(train_ds) == 24
-    loader, _ = train.build_loaders(args, {'input_size': (3, 64, 64), 'crop_pct': 0.875, 'interpolation': 'bilinear',
+    loader, _ = train.loaders.build_loaders(args, {'input_size': (3, 64, 64), 'crop_pct': 0.875, 'interpolation': 'bilinear',
                                            'mean': (0.5,) * 3, 'std': (1 / 255,) * 3}, torch.device('cpu'),
                                     train_ds, eval_ds, torch.float32)
     assert any(isinstance(t, train.PaperCrop) for t in loader.dataset.transform.transforms)
@@ -217,7 +217,7 @@ def test_a_missing_or_malformed_info_json_is_one_line(made, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
     with pytest.raises(UserError, match='--class-map does not apply'):
-        train._create_dataset(_args(out, '--class-map', str(out / 'class_map.txt')), 'train', True,
+        train.data.create_split_dataset(_args(out, '--class-map', str(out / 'class_map.txt')), 'train', True,
                               str(out / 'class_map.txt'), 'training')
 
 
@@ -243,9 +243,9 @@ def test_two_workers_see_each_training_sample_once_per_epoch(even):
     out, levels = even
     args = _args(out, '-b', '4', '--workers', '2', '--no-prefetcher', '--hflip', '0', '--mean', '0', '0', '0',
                  '--std', '1', '1', '1', '--val-split', '')
-    train_ds, _, _ = train.build_datasets(args)
+    train_ds, _, _ = train.data.build_datasets(args)
     cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3, 'std': (1,) * 3}
-    loader, _ = train.build_loaders(args, cfg, torch.device('cpu'), train_ds, None, torch.float32)
+    loader, _ = train.loaders.build_loaders(args, cfg, torch.device('cpu'), train_ds, None, torch.float32)
     assert shard_reader.wds_epoch_note(train_ds, 1, 2, 4) is None
     assert len(loader) == 4
     orders = []
@@ -263,7 +263,7 @@ def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
     args = _args(out, '-b', '4', '--workers', '2', '--decode', 'gpu', '--hflip', '0.5')
     cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3,
            'std': (1 / 255,) * 3}  # 0-255 pixels out
-    ev = train._create_dataset(args, 'validation', False, None, 'validation')
+    ev = train.data.create_split_dataset(args, 'validation', False, None, 'validation')
     loader, loader_eval = decode.device_decode_loaders(args, cfg, torch.device('cpu'), ev, torch.float32)
     assert len(loader) == 4
     for epoch in range(2):
@@ -332,9 +332,9 @@ out, rank, world = sys.argv[1], dist.get_rank(), dist.get_world_size()
 args = train.parse_args(['--dataset', 'wds/x', '--data-dir', out, '--paper-crop', '--color-jitter', '0', '-b', '2',
                          '--workers', '1', '--no-prefetcher', '--hflip', '0', '--val-split', ''])
 args.distributed, args.world_size, args.rank, args.prefetcher = True, world, rank, False
-ds, _, _ = train.build_datasets(args)
+ds, _, _ = train.data.build_datasets(args)
 cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3, 'std': (1 / 255,) * 3}
-loader, _ = train.build_loaders(args, cfg, torch.device('cpu'), ds, None, torch.float32)
+loader, _ = train.loaders.build_loaders(args, cfg, torch.device('cpu'), ds, None, torch.float32)
 timm_means = [v for x, _ in loader for v in x.mean((1, 2, 3)).tolist()]
 sb = shard_reader.ShardBytes(out, shard_reader.check_split(out, 'train'), 2, True, 1, rank=rank, world=world)
 byte_means = []

@@ -18,41 +18,14 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from trainhelp import BASE_OPTS, COLOURS, RUN_OPTS, make_folder, run_train, summary_table
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import cli, train
 from timm_alexnet_split.errors import UserError
 from timm_alexnet_split.schedule import PlateauDecay
 
-COLOURS = {'blue': (40, 40, 200), 'green': (40, 200, 40), 'red': (200, 40, 40)}
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_top1', 'eval_loss', 'eval_top1', 'eval_top5', 'lr']
-# one step per epoch (7 training items, the unreadable one among them, in one batch of 7: each epoch meets it);
-# PCA lighting, paper crops, flips and a loader worker all draw random numbers, so an exact resume has to restore
-# every generator
-BASE_OPTS = ['--img-size', '64', '-b', '7', '--lr', '0.001', '--opt', 'momentum', '--weight-decay', '0.0005',
-             '--sched', 'plateau', '--plateau-metric', 'train_top1', '--plateau-patience', '1', '--warmup-epochs', '0',
-             '--smoothing', '0', '--color-jitter', '0', '--drop', '0.5', '--paper-crop', '--pca-lighting', '0.1',
-             '--workers', '1', '--device', 'cpu', '--checkpoint-hist', '1', '--log-interval', '1', '--seed', '3']
-RUN_OPTS = [*BASE_OPTS, '--model-kwargs', 'fc_width=64']
-
-
-def make_folder(root: Path, per_class: dict, size=(80, 72), seed=0, corrupt: bool = False) -> Path:
-    """ImageFolder splits of noisy solid-colour PNGs ({split: images per class}); optionally one corrupt JPEG."""
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for name, rgb in COLOURS.items():
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                a = np.clip(np.array(rgb)[None, None] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
-                Image.fromarray(a.astype(np.uint8)).save(d / f'{i}.png')
-    if corrupt:
-        (root / 'train' / 'red' / 'broken.jpg').write_bytes(b'\xff\xd8 this is not a jpeg')
-    return root
-
-
-def run_train(argv):
-    return train.main([str(a) for a in argv])
 
 
 @pytest.fixture(scope='module')
@@ -64,20 +37,15 @@ def data_dir(module_tmp):
 def trained_run(data_dir, module_tmp):
     """Two epochs in one go: the reference for the artefact, resume and validate tests."""
     out = module_tmp / 'runs'
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 2, '--output', out, '--experiment', 'full']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 2, '--output', out, '--experiment', 'full') == 0
     return out / 'full'
-
-
-def read_summary(run_dir):
-    with open(run_dir / 'summary.csv', newline='') as f:
-        return list(csv.reader(f))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # a run and its folder
 # ---------------------------------------------------------------------------------------------------------------------
 def test_run_writes_every_artefact(trained_run):
-    rows = read_summary(trained_run)
+    rows = summary_table(trained_run)
     assert rows[0] == SUMMARY_COLUMNS
     assert [int(r[0]) for r in rows[1:]] == [0, 1]
     assert all(math.isfinite(float(v)) for r in rows[1:] for v in r)
@@ -124,7 +92,7 @@ def test_curves_are_drawn_for_every_kind_of_schedule(tmp_path, lrs):
         w.writerow(SUMMARY_COLUMNS)
         for e, lr in enumerate(lrs):
             w.writerow([e, 2.0 / (e + 1), 10.0 * e, '', '', '', lr])
-    train.plot_curves(tmp_path, title='t')
+    train.curves.plot_curves(tmp_path, title='t')
     for png in ('acc.png', 'loss.png'):
         assert (tmp_path / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert not list(tmp_path.glob('.*.tmp.png'))
@@ -145,11 +113,11 @@ def test_unreadable_image_is_skipped_counted_and_reported(trained_run):
 
 
 def test_resume_ends_with_the_same_weights_and_metrics(trained_run, data_dir, tmp_path):
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'part']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'part') == 0
     part = tmp_path / 'part'
-    assert read_summary(part)[1:] != read_summary(trained_run)[1:]
-    assert run_train(['--resume', part / 'last.pth.tar', '--epochs', 2]) == 0
-    assert read_summary(part) == read_summary(trained_run)
+    assert summary_table(part)[1:] != summary_table(trained_run)[1:]
+    assert run_train('--resume', part / 'last.pth.tar', '--epochs', 2) == 0
+    assert summary_table(part) == summary_table(trained_run)
     a = torch.load(trained_run / 'last.pth.tar', map_location='cpu', weights_only=True)
     b = torch.load(part / 'last.pth.tar', map_location='cpu', weights_only=True)
     for key, value in a['state_dict'].items():
@@ -201,13 +169,13 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_dir, tmp_path,
         model.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(train, 'create_train_model', poisoned)
+    monkeypatch.setattr(train.run, 'create_train_model', poisoned)
     with pytest.raises(UserError, match=r'loss is (nan|inf) at epoch 1.*last good checkpoint .*last.pth.tar is intact'):
-        run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan'])
+        run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 3, '--output', tmp_path, '--experiment', 'nan')
     ckpt = torch.load(tmp_path / 'nan' / 'last.pth.tar', map_location='cpu', weights_only=True)
     assert ckpt['epoch'] == 0
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
-    assert len(read_summary(tmp_path / 'nan')) == 2
+    assert len(summary_table(tmp_path / 'nan')) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -220,7 +188,7 @@ def _validate(capsys, *argv):
 
 def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir, capsys):
     r = _validate(capsys, '--checkpoint', trained_run / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
-    last = read_summary(trained_run)[-1]
+    last = summary_table(trained_run)[-1]
     assert r['crop'] == 'center' and r['images'] == 3
     assert r['top1'] == pytest.approx(float(last[4]), abs=1e-3)
     assert r['loss'] == pytest.approx(float(last[3]), rel=1e-4)
@@ -230,8 +198,8 @@ def test_validate_centre_crop_matches_training_evaluation(trained_run, data_dir,
 
 def test_validate_safetensors_of_an_avg_pool_run(data_dir, tmp_path, capsys):
     """The weights-only file carries the options that shape the model (global pool), not just the weights."""
-    assert run_train(['--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--gp', 'avg', '--output', tmp_path,
-                      '--experiment', 'gp']) == 0
+    assert run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--gp', 'avg', '--output', tmp_path,
+                      '--experiment', 'gp') == 0
     r = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.pth.tar', '--data-dir', data_dir, '-j', 0)
     st = _validate(capsys, '--checkpoint', tmp_path / 'gp' / 'last.safetensors', '--data-dir', data_dir, '-j', 0)
     assert (st['top1'], st['loss']) == (r['top1'], r['loss'])
@@ -352,19 +320,19 @@ def test_loader_gives_0_255_pixels_minus_the_mean_pixel(tmp_path):
     args = train.parse_args(['--data-dir', str(tmp_path / 'solid'), '--train-split', 'validation', '--no-aug',
                              '-b', '2', '--workers', '0'])
     args.distributed, args.prefetcher = False, True
-    ds = train._create_dataset(args, 'validation', False, None, 'validation')
+    ds = train.data.create_split_dataset(args, 'validation', False, None, 'validation')
     for prefetcher in (True, False):
-        loader = train.eval_loader(ds, dc, 2, 0, torch.device('cpu'), prefetcher=prefetcher)
+        loader = train.loaders.eval_loader(ds, dc, 2, 0, torch.device('cpu'), prefetcher=prefetcher)
         x, _ = next(iter(loader))
         torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
-    train_loader, _ = train.build_loaders(args, dc, torch.device('cpu'), ds, None, torch.float32)
+    train_loader, _ = train.loaders.build_loaders(args, dc, torch.device('cpu'), ds, None, torch.float32)
     x, _ = next(iter(train_loader))
     torch.testing.assert_close(x, expected.expand_as(x), atol=1e-3, rtol=0)
 
 
 def test_pca_lighting_adds_one_offset_per_image_in_0_255_units():
     args = train.parse_args(['--pca-lighting', '0.1'])
-    pca = train._build_pca(args, {'std': (1 / 255,) * 3})  # the split AlexNet's std: pixels stay on 0-255
+    pca = train.parts.build_pca(args, {'std': (1 / 255,) * 3})  # the split AlexNet's std: pixels stay on 0-255
     torch.manual_seed(0)
     out = pca(torch.zeros(512, 3, 4, 4))
     per_image = out[:, :, 0, 0]
@@ -505,13 +473,13 @@ def test_refuses_combinations_that_would_be_ignored(argv, match):
     args = train.parse_args(argv)
     args.distributed = False
     with pytest.raises(UserError, match=match):
-        train.check_args(args)
+        train.options.check_args(args)
 
 
 def test_model_parallel_none_is_accepted():
     args = train.parse_args(['--model-parallel', 'none'])
     args.distributed = False
-    train.check_args(args)
+    train.options.check_args(args)
 
 
 def test_bad_input_ends_in_one_line_and_exit_2(tmp_path, capsys):
@@ -544,7 +512,7 @@ def test_demo_data_option_trains_on_ensure_demo_data(tmp_path, monkeypatch):
     fake.ensure_demo_data = lambda root=None: folder
     monkeypatch.setitem(sys.modules, 'timm_alexnet_split.data', fake)
     args = train.parse_args(['--demo-data'])
-    train_ds, eval_ds, names = train.build_datasets(args)
+    train_ds, eval_ds, names = train.data.build_datasets(args)
     assert args.data_dir == str(folder) and names == sorted(COLOURS)
     assert len(train_ds) == 3 and len(eval_ds) == 3
 
@@ -554,17 +522,17 @@ def test_demo_data_option_trains_on_ensure_demo_data(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_a_new_run_never_writes_into_an_existing_run(tmp_path):
     (tmp_path / 'exp').mkdir()
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp'  # empty: used
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp'  # empty: used
     (tmp_path / 'exp' / 'summary.csv').write_text('x')
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-1'
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-1'
     (tmp_path / 'exp-1' / 'last.pth.tar').write_text('x')
-    assert train._new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-2'
+    assert train.rundir.new_run_dir(tmp_path, 'exp') == tmp_path / 'exp-2'
     assert (tmp_path / 'exp' / 'summary.csv').read_text() == 'x'
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / 'last.pth.tar'
-    train.atomic_torch_save({'epoch': 1}, path)
+    train.checkpoints.atomic_torch_save({'epoch': 1}, path)
     real_save = torch.save
 
     def dies_half_way(obj, f, *a, **k):
@@ -573,8 +541,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError('disk full')
 
     monkeypatch.setattr(torch, 'save', dies_half_way)
-    with pytest.raises(OSError):
-        train.atomic_torch_save({'epoch': 2}, path)
+    with pytest.raises(UserError, match='cannot write .*last.pth.tar: disk full'):
+        train.checkpoints.atomic_torch_save({'epoch': 2}, path)
     assert torch.load(path, weights_only=True) == {'epoch': 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pth.tar']
 
@@ -613,8 +581,8 @@ def test_skip_unreadable_substitutes_for_training_and_drops_for_evaluation(tmp_p
     assert int(ds[1][0][0, 0, 0]) == 2
     ev = train.SkipUnreadable(Flaky(), 'validation', str(log), substitute=False)
     assert ev[1] is None
-    collate = train.SkipNoneCollate(torch.utils.data.default_collate, (3, 2, 2))
+    collate = train.data.SkipNoneCollate(torch.utils.data.default_collate, (3, 2, 2))
     x, y = collate([ev[i] for i in range(4)])
     assert x.shape[0] == 3
     assert collate([None, None])[0].shape == (0, 3, 2, 2)
-    assert train._skip_counts(log) == (3, 1)  # three failed reads of one file
+    assert train.data.skip_counts(log) == (3, 1)  # three failed reads of one file

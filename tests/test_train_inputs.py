@@ -3,7 +3,6 @@ files that are not checkpoints, misspelled options, Ctrl-C in the first epoch. N
 
 Runs train the real alexnet_split_2 at fc_width=64 on a few 64-pixel images the tests draw themselves.
 """
-import csv
 import math
 import os
 import signal
@@ -14,24 +13,11 @@ import time
 import pytest
 import torch
 import yaml
-from test_train import BASE_OPTS, COLOURS, make_folder
+from trainhelp import BASE_OPTS, COLOURS, QUICK, make_folder, run_train, summary_rows
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
-from timm_alexnet_split import cli, train
+from timm_alexnet_split import cli
 from timm_alexnet_split.errors import UserError
-
-QUICK = ['--img-size', '64', '-b', '3', '--lr', '0.001', '--opt', 'momentum', '--sched', 'plateau', '--warmup-epochs', '0',
-         '--smoothing', '0', '--color-jitter', '0', '--workers', '0', '--device', 'cpu', '--checkpoint-hist', '1',
-         '--seed', '3', '--model-kwargs', 'fc_width=64']
-
-
-def run(*argv):
-    return train.main([str(a) for a in argv])
-
-
-def summary(run_dir):
-    with open(run_dir / 'summary.csv', newline='') as f:
-        return list(csv.DictReader(f))
 
 
 def one_line_error(capsys, argv, *needles):
@@ -53,7 +39,7 @@ def data(module_tmp):
 @pytest.fixture(scope='module')
 def one_epoch_cosine(data, module_tmp):
     out = module_tmp / 'runs'
-    assert run('--data-dir', data, *QUICK, '--sched', 'cosine', '--epochs', 1, '--output', out, '--experiment', 'cos') == 0
+    assert run_train('--data-dir', data, *QUICK, '--sched', 'cosine', '--epochs', 1, '--output', out, '--experiment', 'cos') == 0
     return out / 'cos'
 
 
@@ -74,9 +60,9 @@ def test_validate_finds_a_synonym_and_a_plain_folder(one_epoch_cosine, data, cap
 
 def test_training_without_a_validation_split_reports_no_validation_metrics(tmp_path):
     data = make_folder(tmp_path / 'data', {'train': 3})
-    assert run('--data-dir', data, *QUICK, '--epochs', 1, '--output', tmp_path, '--experiment', 'noval') == 0
+    assert run_train('--data-dir', data, *QUICK, '--epochs', 1, '--output', tmp_path, '--experiment', 'noval') == 0
     run_dir = tmp_path / 'noval'
-    rows = summary(run_dir)
+    rows = summary_rows(run_dir)
     assert len(rows) == 1 and not any(k.startswith('eval_') for k in rows[0])
     assert not (run_dir / 'model_best.pth.tar').exists() and not (run_dir / 'model_best.safetensors').exists()
     assert (run_dir / 'last.pth.tar').is_file()
@@ -86,17 +72,17 @@ def test_training_without_a_validation_split_reports_no_validation_metrics(tmp_p
 
 def test_a_folder_without_split_folders_is_the_training_data(tmp_path):
     data = make_folder(tmp_path / 'data', {'train': 3})
-    assert run('--data-dir', data / 'train', *QUICK, '--epochs', 1, '--output', tmp_path, '--experiment', 'flat') == 0
-    rows = summary(tmp_path / 'flat')
+    assert run_train('--data-dir', data / 'train', *QUICK, '--epochs', 1, '--output', tmp_path, '--experiment', 'flat') == 0
+    rows = summary_rows(tmp_path / 'flat')
     assert not any(k.startswith('eval_') for k in rows[0])
     assert (tmp_path / 'flat' / 'class_map.txt').read_text().split() == sorted(COLOURS)
 
 
 def test_a_misspelled_validation_split_is_refused(data, tmp_path):
     with pytest.raises(UserError, match=r"no split 'valdation' in .*: it has train, validation"):
-        run('--data-dir', data, *QUICK, '--val-split', 'valdation', '--epochs', 1, '--output', tmp_path)
+        run_train('--data-dir', data, *QUICK, '--val-split', 'valdation', '--epochs', 1, '--output', tmp_path)
     with pytest.raises(UserError, match=r"no split 'trian'"):
-        run('--data-dir', data, *QUICK, '--train-split', 'trian', '--epochs', 1, '--output', tmp_path)
+        run_train('--data-dir', data, *QUICK, '--train-split', 'trian', '--epochs', 1, '--output', tmp_path)
     assert not list(tmp_path.iterdir()), 'nothing written for a run that never started'
 
 
@@ -106,17 +92,17 @@ def test_resume_with_more_epochs_follows_the_new_schedule(one_epoch_cosine, tmp_
     run_dir = tmp_path / 'cos'
     shutil.copytree(one_epoch_cosine, run_dir)
     before = torch.load(run_dir / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
-    assert run('--resume', run_dir / 'last.pth.tar', '--epochs', 2) == 0
+    assert run_train('--resume', run_dir / 'last.pth.tar', '--epochs', 2) == 0
     after = torch.load(run_dir / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
     assert not torch.equal(before['towers.0.conv1.weight'], after['towers.0.conv1.weight']), 'the added epoch trained'
-    lrs = [float(r['lr']) for r in summary(run_dir)]
+    lrs = [float(r['lr']) for r in summary_rows(run_dir)]
     # cosine over the new length of 2 epochs: epoch 1 at half the base rate (the old length would give 0)
     assert lrs[1] == pytest.approx(lrs[0] * 0.5, rel=1e-6) and lrs[0] == pytest.approx(0.001)
 
 
 def test_resuming_a_complete_run_says_so_and_writes_nothing(one_epoch_cosine, capsys):
     files = sorted(p.name for p in one_epoch_cosine.iterdir())
-    assert run('--resume', one_epoch_cosine / 'last.pth.tar') == 0
+    assert run_train('--resume', one_epoch_cosine / 'last.pth.tar') == 0
     err = capsys.readouterr().err
     assert 'the run is complete' in err and '--epochs N, N > 1' in err
     assert 'training epochs' not in err
@@ -124,7 +110,7 @@ def test_resuming_a_complete_run_says_so_and_writes_nothing(one_epoch_cosine, ca
 
 
 def test_an_epoch_at_learning_rate_zero_is_said_loudly(data, tmp_path, capsys):
-    assert run('--data-dir', data, *QUICK, '--sched', 'step', '--decay-epochs', 1, '--decay-rate', 0.0,
+    assert run_train('--data-dir', data, *QUICK, '--sched', 'step', '--decay-epochs', 1, '--decay-rate', 0.0,
                '--epochs', 2, '--output', tmp_path, '--experiment', 'zero') == 0
     err = capsys.readouterr().err
     assert err.count('learning rate was 0 throughout') == 1 and 'learning rate was 0 throughout epoch 1' in err
@@ -132,9 +118,9 @@ def test_an_epoch_at_learning_rate_zero_is_said_loudly(data, tmp_path, capsys):
 
 def test_summary_lr_is_the_mean_rate_used_in_the_epoch(data, tmp_path):
     # per-update cosine over 2 epochs of 3 updates (9 images, batches of 3): the column is the mean of the 3 rates used
-    assert run('--data-dir', data, *QUICK, '-b', 3, '--sched', 'cosine', '--sched-on-updates', '--lr', 0.01,
+    assert run_train('--data-dir', data, *QUICK, '-b', 3, '--sched', 'cosine', '--sched-on-updates', '--lr', 0.01,
                '--min-lr', 0, '--epochs', 2, '--output', tmp_path, '--experiment', 'upd') == 0
-    lrs = [float(r['lr']) for r in summary(tmp_path / 'upd')]
+    lrs = [float(r['lr']) for r in summary_rows(tmp_path / 'upd')]
     used = [0.01 * 0.5 * (1 + math.cos(math.pi * t / 6)) for t in range(6)]
     assert lrs == pytest.approx([sum(used[:3]) / 3, sum(used[3:]) / 3], rel=1e-6)
 

@@ -15,13 +15,13 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 PROG = 'timm-alexnet-split'
@@ -271,17 +271,11 @@ def pca_stats_main(argv: List[str]) -> int:
     mean, eigval, eigvec = rgb_eigen(total / 255, outer / 255 ** 2, n)
     result = {'eigval': eigval.tolist(), 'eigvec': eigvec.tolist(), 'mean': mean.tolist(), 'num_pixels': int(n),
               'num_images': used, 'skipped': skipped, 'pixel_scale': '0-1'}
-    tmp = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp')
-        with os.fdopen(fd, 'w') as fh:
-            fh.write(json.dumps(result, indent=2) + '\n')
-        os.replace(tmp, out)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise UserError(f'cannot write {out} ({e.strerror or e}); choose another -o') from None
+        with replace_when_done(out, True, 'while estimating', make_folder=True) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + '\n')
+    except UserError as e:
+        raise UserError(f'{e}; choose another -o') from None
     print(f'{used} images, {n:,} pixels; {len(skipped)} skipped' + (' (listed in the file)' if skipped else ''))
     print('eigval ' + ' '.join(f'{v:.5g}' for v in eigval))
     for row in eigvec:

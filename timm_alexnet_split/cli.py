@@ -9,10 +9,14 @@ modules those commands use import nothing that imports torch. The kernel tool al
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from typing import List, Optional
+import traceback
+from typing import List, Optional, Tuple
 
 PROG = 'timm-alexnet-split'
+DEBUG_FLAG = '--debug'
+DEBUG_ENV = 'TIMM_ALEXNET_SPLIT_DEBUG'
 
 # name -> (module, function, one-line summary)
 COMMANDS = {
@@ -32,13 +36,23 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = [f'usage: {PROG} COMMAND [options]   ({PROG} COMMAND --help for each; {PROG} --version)', '', 'commands:']
+    lines = [f'usage: {PROG} [--debug] COMMAND [options]   ({PROG} COMMAND --help for each; {PROG} --version)', '',
+             'commands:']
     lines += [f'  {name:<18}{summary}' for name, (_, _, summary) in COMMANDS.items()]
+    lines += ['', f'--debug (or {DEBUG_ENV}=1): an error in the input also prints its full traceback, for a bug report']
     return '\n'.join(lines)
 
 
+def split_debug(argv: List[str]) -> Tuple[bool, List[str]]:
+    """Whether full tracebacks were asked for (leading ``--debug`` flags, or the environment variable), and the rest."""
+    debug = os.environ.get(DEBUG_ENV, '').strip() not in ('', '0')
+    while argv and argv[0] == DEBUG_FLAG:
+        debug, argv = True, argv[1:]
+    return debug, argv
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = split_debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage())
         return 0 if argv else 2
@@ -68,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(fn(rest) or 0)
     except UserError as e:
+        if debug:  # the traceback for a bug report, then the same one line
+            traceback.print_exc()
         print(f'{PROG} {name}: error: {e}', file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.

@@ -59,7 +59,7 @@ def _transform(draft: bool) -> Callable:
     from torchvision import transforms
 
     from .decode import DraftDecode
-    from .train import PaperCrop
+    from .train.loaders import PaperCrop
     steps = [DraftDecode(256)] if draft else [_full_decode]
     steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
     return transforms.Compose(steps)

@@ -228,7 +228,7 @@ def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.
                           img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
     """``--decode gpu``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
     from .shard_reader import ShardBytes, check_split
-    from .train import eval_loader
+    from .train.loaders import eval_loader
     world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
     train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
                              args.workers, args.seed, rank, world)

@@ -13,10 +13,11 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 PROG = 'timm-alexnet-split demo'
@@ -129,8 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .kernels import evolution, inspect_file
     if previous:
         _say(f'replacing the previous demo outputs in {args.exports} (from {previous.get("run")})')
-    args.exports.mkdir(parents=True, exist_ok=True)
-    (args.exports / MANIFEST).write_text(json.dumps(dict(run=str(run), status='writing'), indent=2))
+    _write_manifest(args.exports, dict(run=str(run), status='writing'))
     onnx_path = args.exports / ONNX_NAME
     _say(f'exporting {run} -> {onnx_path}')
     code = export.main(['--run', str(run), '--output', str(onnx_path), '--force'])
@@ -140,9 +140,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = inspect_file(onnx_path, out=args.exports, force=True)
     evo = evolution(run, out=args.exports / 'evolution', force=True, quiet=True)
     files = sorted(str(p.relative_to(args.exports)) for p in args.exports.rglob('*') if p.is_file())
-    (args.exports / MANIFEST).write_text(json.dumps(dict(
+    _write_manifest(args.exports, dict(
         run=str(run), onnx=str(onnx_path), verdict=report['verdict'],
-        files=files, train_seconds=round(t_train - t0, 1), total_seconds=round(time.time() - t0, 1)), indent=2))
+        files=files, train_seconds=round(t_train - t0, 1), total_seconds=round(time.time() - t0, 1)))
 
     summary = list(csv.DictReader(open(run / 'summary.csv', newline='')))
     best = max(float(r['eval_top1']) for r in summary if r.get('eval_top1') not in (None, ''))
@@ -162,3 +162,9 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{args.exports / "evolution" / "evolution.png"}  curves: {run / "acc.png"} {run / "loss.png"}')
     _say(f'done in {time.time() - t0:.0f} s')
     return 0
+
+
+def _write_manifest(exports: Path, manifest: Dict[str, Any]) -> None:
+    """EXPORTS/manifest.json, written atomically (the folder made if missing); an unwritable place is a UserError."""
+    with replace_when_done(exports / MANIFEST, True, 'during the demo', make_folder=True) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))

@@ -12,13 +12,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 __all__ = ['Generated', 'SPLITS', 'MANIFEST', 'CACHE_ENV', 'cache_dir', 'write', 'is_complete', 'ensure']
@@ -72,15 +72,16 @@ def is_generated_folder(path: Path, classes: Tuple[str, ...]) -> bool:
     return True
 
 
-def replace_dir(new: Path, dest: Path) -> None:
-    """Move the finished folder ``new`` to ``dest``; an existing ``dest`` (a generated folder) is removed afterwards."""
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.old-', dir=dest.parent))
-        os.replace(dest, old / dest.name)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)
+def _set_aside(out: Path) -> Optional[Path]:
+    """A generated folder about to be replaced, moved beside itself (restored if the new one is not written)."""
+    if not out.exists():
+        return None
+    old = out.with_name(f'.{out.name}.{os.getpid()}.old')
+    try:
+        os.replace(out, old)
+    except OSError as e:
+        raise UserError(f'cannot replace {out}: {e.strerror or e}') from None
+    return old
 
 
 def _check_target(out: Path, gen: Generated, overwrite: bool) -> None:
@@ -109,33 +110,18 @@ def write(out_dir: os.PathLike | str, gen: Generated, *, overwrite: bool = False
     dataset at ``out_dir``. An existing non-empty ``out_dir`` is replaced only with ``overwrite=True`` and
     only if it holds nothing but a generated dataset; otherwise UserError.
     """
-    from .progress import progress as progress_bar
-
     out = Path(out_dir).expanduser().absolute()
     _check_target(out, gen, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    old = _set_aside(out) if out.is_dir() and any(out.iterdir()) else None  # a generated folder (_check_target)
     try:
-        files: Dict[str, Dict[str, object]] = {}
-        total = len(gen.classes) * sum(gen.per_class)
-        with progress_bar(total=total, desc=f'{gen.what} data', unit='img', enabled=progress) as bar:
-            for s, (split, per_class) in enumerate(zip(SPLITS, gen.per_class)):
-                for name in gen.classes:
-                    (tmp / split / name).mkdir(parents=True)
-                for name, i, image in gen.render(s, per_class):
-                    rel = f'{split}/{name}/{i:05d}.png'
-                    data = png_bytes(image)
-                    (tmp / rel).write_bytes(data)
-                    files[rel] = dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-                    bar.update()
-        digest = hashlib.sha256(''.join(f'{k} {v["sha256"]}\n' for k, v in sorted(files.items())).encode()).hexdigest()
-        counts = {split: {name: n for name in gen.classes} for split, n in zip(SPLITS, gen.per_class)}
-        manifest = dict(params=gen.params, counts=counts, digest=digest, files=files)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + '\n')
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with replace_when_done(out, True, f'while generating the {gen.what} data', make_folder=True, folder=True) as tmp:
+            _render_into(tmp, gen, progress)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -171,6 +157,10 @@ def ensure(root: Path, gen: Generated, *, force: bool = False, verify: bool = Fa
         return root
     try:
         return write(root, gen, overwrite=True, progress=progress)
+    except UserError:
+        if is_complete(root, gen):  # another process (e.g. another rank) finished it first
+            return root
+        raise
     except OSError as e:
         if is_complete(root, gen):  # another process (e.g. another rank) finished it first
             return root
@@ -182,3 +172,25 @@ def manifest_summary(root: Path) -> Tuple[int, Dict[str, int], Optional[int]]:
     manifest = json.loads((root / MANIFEST).read_text())
     counts = {split: sum(manifest['counts'][split].values()) for split in SPLITS}
     return len(manifest['counts'][SPLITS[0]]), counts, manifest['params'].get('img_size')
+
+
+def _render_into(tmp: Path, gen: Generated, progress: bool) -> None:
+    """The images as ``tmp/{train,validation}/<class>/NNNNN.png`` and manifest.json (sizes, sha256, digest)."""
+    from .progress import progress as progress_bar
+
+    files: Dict[str, Dict[str, object]] = {}
+    total = len(gen.classes) * sum(gen.per_class)
+    with progress_bar(total=total, desc=f'{gen.what} data', unit='img', enabled=progress) as bar:
+        for s, (split, per_class) in enumerate(zip(SPLITS, gen.per_class)):
+            for name in gen.classes:
+                (tmp / split / name).mkdir(parents=True)
+            for name, i, image in gen.render(s, per_class):
+                rel = f'{split}/{name}/{i:05d}.png'
+                data = png_bytes(image)
+                (tmp / rel).write_bytes(data)
+                files[rel] = dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+                bar.update()
+    digest = hashlib.sha256(''.join(f'{k} {v["sha256"]}\n' for k, v in sorted(files.items())).encode()).hexdigest()
+    counts = {split: {name: n for name in gen.classes} for split, n in zip(SPLITS, gen.per_class)}
+    manifest = dict(params=gen.params, counts=counts, digest=digest, files=files)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + '\n')

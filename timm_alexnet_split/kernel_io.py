@@ -13,10 +13,12 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
+from .errors import UserError
+
 PROG = 'timm-alexnet-split kernels'
 
 
-class KernelsError(Exception):
+class KernelsError(UserError):
     """Bad input (file, graph or option): the message says what is wrong and what to do."""
 
 

@@ -28,8 +28,9 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .atomic import replace_when_done
 from .errors import UserError
 
 PROG = 'timm-alexnet-split prepare-shards'
@@ -97,10 +98,9 @@ def sample_key(index: int) -> str:
 
 def write_shard(job: ShardJob, root: Path, class_names: Sequence[str], opts: Options) -> Tuple[int, List[Dict[str, str]]]:
     """Write one shard (temporary name, renamed when complete). Returns (samples written, skipped images)."""
-    tmp = job.path.with_name(f'.{job.path.name}.{os.getpid()}.tmp')
     skipped: List[Dict[str, str]] = []
     n = 0
-    try:
+    with replace_when_done(job.path, True, 'while writing the shards') as tmp:
         with tarfile.open(tmp, 'w', format=tarfile.USTAR_FORMAT) as tar:
             for i, (rel, label) in enumerate(job.samples):
                 try:
@@ -114,9 +114,6 @@ def write_shard(job: ShardJob, root: Path, class_names: Sequence[str], opts: Opt
                 _add(tar, f'{key}.cls', str(label).encode())
                 _add(tar, f'{key}.json', json.dumps(meta).encode())
                 n += 1
-        os.replace(tmp, job.path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return n, skipped
 
 
@@ -286,15 +283,34 @@ class Progress:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(obj, indent=1) + '\n')
-    os.replace(tmp, path)
+    with replace_when_done(path, True, 'while writing the shards') as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + '\n')
 
 
 def split_info(split: str, jobs: Sequence[ShardJob], lengths: Sequence[int], out: Path) -> Dict[str, object]:
     """One split's entry of _info.json in timm's format (file names relative to OUT)."""
     return {'name': split, 'num_samples': int(sum(lengths)),
             'filenames': [j.path.relative_to(out).as_posix() for j in jobs], 'shard_lengths': [int(n) for n in lengths]}
+
+
+def _run_jobs(payloads: List[Any], workers: int, results: Dict[str, Tuple[int, List[Dict[str, str]]]],
+              bar: Optional[Progress]) -> None:
+    """Write the shards (in ``workers`` processes when there are several shards); results by shard name."""
+    if workers > 1 and len(payloads) > 1:
+        import multiprocessing as mp
+        # fork: the workers need only PIL, and spawn would import torch (via the package) in each
+        ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else None)
+        with ctx.Pool(workers) as pool:
+            for shard, n, skipped in pool.imap_unordered(_run_job, payloads):
+                results[shard] = (n, skipped)
+                if bar is not None:
+                    bar.update(n + len(skipped))
+        return
+    for p in payloads:
+        shard, n, skipped = _run_job(p)
+        results[shard] = (n, skipped)
+        if bar is not None:
+            bar.update(n + len(skipped))
 
 
 def prepare(root: Path, out: Path, name: str, shard_size: int, workers: int, opts: Options,
@@ -331,21 +347,7 @@ def prepare(root: Path, out: Path, name: str, shard_size: int, workers: int, opt
     bar = Progress(total, 'prepare-shards') if progress else None
     payloads = [(j, str(root), tuple(class_names), opts) for j in todo]
     try:
-        if workers > 1 and len(todo) > 1:
-            import multiprocessing as mp
-            # fork: the workers need only PIL, and spawn would import torch (via the package) in each
-            ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else None)
-            with ctx.Pool(workers) as pool:
-                for shard, n, skipped in pool.imap_unordered(_run_job, payloads):
-                    results[shard] = (n, skipped)
-                    if bar is not None:
-                        bar.update(n + len(skipped))
-        else:
-            for p in payloads:
-                shard, n, skipped = _run_job(p)
-                results[shard] = (n, skipped)
-                if bar is not None:
-                    bar.update(n + len(skipped))
+        _run_jobs(payloads, workers, results, bar)
     except OSError as e:
         raise UserError(f'cannot write shards into {out}: {e.strerror or e}') from None
     finally:

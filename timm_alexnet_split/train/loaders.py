@@ -1,0 +1,150 @@
+"""Loaders: timm's create_loader for training and evaluation, the paper's crops, ten-crop batches."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torchvision.transforms.functional as TF
+from timm.data import create_loader
+from timm.data.distributed_sampler import OrderedDistributedSampler
+from timm.data.loader import fast_collate
+from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
+from torchvision import transforms
+
+from ..decode import DraftDecode, decode_mode, device_decode_loaders, draft_bytes, draft_target, use_draft
+from ..errors import UserError
+from ..shard_reader import wds_train_loader
+from .data import SkipNoneCollate, SkipUnreadable
+
+_logger = logging.getLogger('timm_alexnet_split.train')
+
+
+class PaperCrop:
+    """The paper's training crop: shorter side to ``size / crop_pct`` (256 for 224), centre square, random crop."""
+
+    def __init__(self, size: Tuple[int, int], crop_pct: float, interpolation: str = 'bilinear') -> None:
+        scale = int(math.floor(max(size) / crop_pct))
+        self.size = tuple(size)
+        self.resize = transforms.Resize(scale, interpolation=str_to_interp_mode(interpolation))
+        self.square = transforms.CenterCrop(scale)
+        self.crop = transforms.RandomCrop(self.size)
+
+    def __call__(self, img: Any) -> Any:
+        return self.crop(self.square(self.resize(img)))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(resize={self.resize.size}, square, random_crop={self.size})'
+
+
+class TenCrop:
+    """Ten crops for evaluation: resize the shorter side to ``size / crop_pct``, then the four corners and the
+    centre of the image and of its mirror image (torchvision's ten_crop), as a uint8 tensor (10, C, H, W)."""
+
+    def __init__(self, size: Tuple[int, int], crop_pct: float, interpolation: str = 'bilinear') -> None:
+        h, w = size
+        scale = int(math.floor(h / crop_pct)) if h == w else (int(math.floor(h / crop_pct)), int(math.floor(w / crop_pct)))
+        self.size = (h, w)
+        self.resize = transforms.Resize(scale, interpolation=str_to_interp_mode(interpolation))
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        img = self.resize(img)
+        return torch.stack([TF.pil_to_tensor(c) for c in TF.ten_crop(img, list(self.size))])
+
+
+def _use_paper_crop(loader: Any, data_config: Dict[str, Any], interpolation: str) -> None:
+    tf = loader.dataset.transform
+    steps = getattr(tf, 'transforms', None)
+    idx = [i for i, t in enumerate(steps or []) if isinstance(t, RandomResizedCropAndInterpolation)]
+    if not idx:
+        raise UserError("--paper-crop: timm's training transform has no random-resized crop to replace")
+    steps[idx[0]] = PaperCrop(tuple(data_config['input_size'][1:]), data_config['crop_pct'], interpolation)
+
+
+def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device: torch.device, train_ds: Any,
+                  eval_ds: Optional[Any], img_dtype: torch.dtype) -> Tuple[Any, Optional[Any]]:
+    """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked.
+    ``--decode gpu``: shard bytes decoded on the device (decode.py); ``--decode draft``: PIL draft mode."""
+
+    decode = decode_mode(args, device, _logger)
+    if decode == 'gpu':
+        return device_decode_loaders(args, data_config, device, eval_ds, img_dtype, _logger)
+    common = dict(mean=data_config['mean'], std=data_config['std'], pin_memory=args.pin_mem, img_dtype=img_dtype,
+                  device=device, distributed=args.distributed, use_prefetcher=args.prefetcher)
+    train_interpolation = args.train_interpolation
+    if args.no_aug or not train_interpolation:
+        train_interpolation = data_config['interpolation']
+    loader_train = create_loader(
+        train_ds, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
+        train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
+        color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+        grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
+        auto_augment=args.aa, num_aug_repeats=int(args.aug_repeats), interpolation=train_interpolation,
+        num_workers=args.workers, worker_seeding=args.worker_seeding,
+        use_multi_epochs_loader=args.use_multi_epochs_loader,
+        persistent_workers=False,  # fresh workers each epoch, seeded from the saved RNG: exact resume
+        **common)
+    if args.paper_crop and not args.no_aug:
+        interp = data_config['interpolation'] if train_interpolation == 'random' else train_interpolation
+        _use_paper_crop(loader_train, data_config, interp)
+    if decode == 'draft':
+        use_draft(loader_train, draft_target(data_config))
+    if isinstance(train_ds, torch.utils.data.IterableDataset):
+        loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
+    loader_eval = None
+    if eval_ds is not None:
+        loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size, args.workers,
+                                  device, ten_crop=args.ten_crop, prefetcher=args.prefetcher,
+                                  distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype,
+                                  draft=decode == 'draft')
+    return loader_train, loader_eval
+
+
+def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
+                ten_crop: bool = False, prefetcher: bool = True, distributed: bool = False, pin_memory: bool = False,
+                img_dtype: torch.dtype = torch.float32, draft: bool = False) -> Any:
+    """Evaluation batches: timm's centre-crop loader, or (B, 10, C, H, W) uint8 ten-crop batches that
+    ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped.
+    ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode)."""
+    c, h, w = data_config['input_size']
+    if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
+        ds = ds.dataset  # no random access to skip by: timm's wds reader skips unreadable samples itself
+    iterable = isinstance(ds, torch.utils.data.IterableDataset)  # timm's wds reader shares itself out by rank
+    if ten_crop:
+
+        ds.transform = TenCrop((h, w), data_config['crop_pct'], data_config['interpolation'])
+        if draft:
+            draft_bytes(ds)
+            ds.transform = transforms.Compose([DraftDecode(draft_target(data_config)), ds.transform])
+        sampler = OrderedDistributedSampler(ds) if distributed and not iterable else None
+        collate = SkipNoneCollate(torch.utils.data.default_collate, (10, c, h, w))
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
+                                           num_workers=workers, pin_memory=pin_memory, drop_last=False,
+                                           collate_fn=collate)
+    collate = SkipNoneCollate(fast_collate, (c, h, w)) if prefetcher else \
+        SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
+    loader = create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
+                           interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+                           num_workers=workers, crop_pct=data_config['crop_pct'], collate_fn=collate,
+                           pin_memory=pin_memory, img_dtype=img_dtype, device=device,
+                           distributed=distributed and not iterable, use_prefetcher=prefetcher, persistent_workers=False)
+    if draft:
+        use_draft(loader, draft_target(data_config))
+    return loader
+
+
+def check_batches(loader: Any, dataset: Any, args: argparse.Namespace) -> None:
+    """Refuse a training loader with no batch: the training loader drops the last partial batch, so a set smaller
+    than one batch would train nothing."""
+    try:
+        n = len(loader)
+    except TypeError:  # an iterable dataset of unknown length: train_one_epoch refuses an empty epoch
+        return
+    if n == 0:
+        size = len(dataset) if hasattr(dataset, '__len__') else 'too few'
+        per = f' per process ({args.world_size} processes)' if args.world_size > 1 else ''
+        raise UserError(f'the training split has {size} images, fewer than one batch of {args.batch_size}{per}, and '
+                        f'training drops the last partial batch: nothing would be trained; lower --batch-size')

@@ -1,0 +1,312 @@
+"""The loops: one training epoch, evaluation, and the stop requests they obey."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision.utils
+from timm import utils
+from timm.data.distributed_sampler import OrderedDistributedSampler
+from tqdm import tqdm
+
+from ..errors import UserError
+from .collectives import signal_flags, signal_from_flags
+
+_logger = logging.getLogger('timm_alexnet_split.train')
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Diverged(Exception):
+    def __init__(self, epoch: int, batch: int, value: float) -> None:
+        super().__init__(epoch, batch, value)
+        self.epoch, self.batch, self.value = epoch, batch, value
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag that the loops check between batches; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.last_batch: Optional[int] = None  # the training batch after which the loop stopped
+        self._old: Dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a loader worker (forked with this handler): the main process stops and tells
+            return
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
+        with contextlib.suppress(OSError):
+            os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
+                        '(signal again to stop at once)\n'.encode())
+
+    def __enter__(self) -> 'StopRequest':
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+def _progress(iterable: Any, total: int, desc: str) -> Any:
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+@dataclass
+class _EpochMeters:
+    """What one training epoch counts: running loss and top-1, update times, the rates used, batches and samples."""
+    num_updates: int
+    losses: Any = field(default_factory=utils.AverageMeter)
+    top1: Any = field(default_factory=utils.AverageMeter)
+    update_time: Any = field(default_factory=utils.AverageMeter)
+    lr_sum: float = 0.0
+    updates: int = 0
+    batches: int = 0
+    samples: int = 0
+    t_update: float = field(default_factory=time.perf_counter)
+
+
+def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                    args: argparse.Namespace, device: torch.device, lr_scheduler: Any = None,
+                    amp_autocast: Callable = contextlib.nullcontext, loss_scaler: Any = None,
+                    model_dtype: Optional[torch.dtype] = None, pca: Optional[Callable] = None,
+                    stop: Optional[StopRequest] = None, on_recovery: Optional[Callable[[int, int], None]] = None,
+                    run_dir: Optional[Path] = None) -> 'OrderedDict[str, float]':
+    """One pass over the training data: loss and top-1 of the training batches (as trained on).
+
+    Distributed: one all-reduce per batch carries the loss, top-1 and any stop request, so every process sees the
+    global values, stops after the same batch, and a NaN on one process stops all of them.
+
+    Also returns ``lr``, the mean learning rate of the epoch's updates (the rate used). An epoch without a single
+    batch is a UserError, never an epoch of zeros."""
+    model.train()
+    accum = args.grad_accum_steps
+    n = len(loader)
+    last_accum = n % accum
+    updates_per_epoch = (n + accum - 1) // accum
+    last_idx_to_accum = n - last_accum
+    meters = _EpochMeters(num_updates=epoch * updates_per_epoch)
+    optimizer.zero_grad()
+    bar = _progress(loader, n, f'train {epoch}')
+    for batch_idx, (input, target) in enumerate(bar):
+        last_batch = batch_idx == n - 1
+        need_update = last_batch or (batch_idx + 1) % accum == 0
+        update_idx = batch_idx // accum
+        if batch_idx >= last_idx_to_accum:
+            accum = last_accum
+        input, target = _prepare_batch(input, target, args, device, model_dtype, pca)
+        loss_value, acc1_value, agreed = _train_step(
+            model, input, target, optimizer, loss_fn, args, epoch, batch_idx, accum, need_update, amp_autocast,
+            loss_scaler, stop)
+        bs = input.shape[0]
+        meters.batches += 1
+        meters.losses.update(loss_value, bs)
+        meters.top1.update(acc1_value, bs)
+        meters.samples += bs * args.world_size
+        if args.save_images and run_dir is not None and batch_idx % args.log_interval == 0:
+            torchvision.utils.save_image(input.float(), run_dir / f'train-batch-{batch_idx}.jpg', padding=0, normalize=True)
+        if need_update:
+            _after_update(meters, model, optimizer, args, epoch, batch_idx, update_idx, updates_per_epoch, last_batch,
+                          bar, lr_scheduler, on_recovery)
+        _obey_stop(stop, agreed if args.distributed else (stop.signum if stop is not None else None), batch_idx)
+    if hasattr(optimizer, 'sync_lookahead'):
+        optimizer.sync_lookahead()
+    if not meters.batches:
+        raise UserError(f'epoch {epoch} had no training batch: the training data is empty or smaller than one batch '
+                        f'of {args.batch_size} (lower --batch-size)')
+    return OrderedDict([('loss', meters.losses.avg), ('top1', meters.top1.avg),
+                        ('lr', meters.lr_sum / max(meters.updates, 1))])
+
+
+def _prepare_batch(input: torch.Tensor, target: torch.Tensor, args: argparse.Namespace, device: torch.device,
+                   model_dtype: Optional[torch.dtype], pca: Optional[Callable]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """On the device (without the prefetcher), PCA lighting, channels_last."""
+    if not args.prefetcher:
+        input, target = input.to(device=device, dtype=model_dtype), target.to(device=device)
+    if pca is not None:
+        input = pca(input)
+    if args.channels_last:
+        input = input.contiguous(memory_format=torch.channels_last)
+    return input, target
+
+
+def _train_step(model: nn.Module, input: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, args: argparse.Namespace, epoch: int, batch_idx: int, accum: int, need_update: bool,
+                amp_autocast: Callable, loss_scaler: Any, stop: Optional[StopRequest]) -> Tuple[float, float, Optional[int]]:
+    """Forward, loss, backward (and the optimizer step on an update): the batch's loss and top-1 (global values when
+    distributed) and the stop request the processes agree on. A non-finite loss raises Diverged."""
+    second_order = getattr(optimizer, 'is_second_order', False)
+    no_sync = model.no_sync() if hasattr(model, 'no_sync') and not need_update else contextlib.nullcontext()
+    with no_sync:  # DDP: gradients are all-reduced once per update, not per accumulated batch
+        with amp_autocast():
+            output = model(input)
+            if target.device != output.device:
+                target = target.to(output.device)
+            loss = loss_fn(output, target)
+        with torch.no_grad():
+            acc1 = utils.accuracy(output.detach().float(), target, topk=(1,))[0]
+        loss_value, acc1_value, agreed = _batch_values(loss, acc1, args, stop)
+        if not math.isfinite(loss_value):
+            raise Diverged(epoch, batch_idx, loss_value)
+        if accum > 1:
+            loss = loss / accum
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                        parameters=model.parameters(), create_graph=second_order, need_update=need_update)
+        else:
+            loss.backward(create_graph=second_order)
+            if need_update:
+                if args.clip_grad is not None:
+                    utils.dispatch_clip_grad(model.parameters(), value=args.clip_grad, mode=args.clip_mode)
+                optimizer.step()
+    return loss_value, acc1_value, agreed
+
+
+def _batch_values(loss: torch.Tensor, acc1: torch.Tensor, args: argparse.Namespace,
+                  stop: Optional[StopRequest]) -> Tuple[float, float, Optional[int]]:
+    """Loss and top-1 of the batch; distributed: averaged over the processes in one all-reduce that also carries
+    the stop requests."""
+    if not args.distributed:
+        return loss.item(), acc1.item(), None
+    t = torch.stack([loss.detach().float().reshape(()), acc1.float().reshape(()),
+                     *loss.new_tensor(signal_flags(stop), dtype=torch.float32)])
+    dist.all_reduce(t)
+    loss_value, acc1_value, n_int, n_other = t.tolist()
+    return loss_value / args.world_size, acc1_value / args.world_size, signal_from_flags(n_int, n_other)
+
+
+def _after_update(meters: _EpochMeters, model: nn.Module, optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                  epoch: int, batch_idx: int, update_idx: int, updates_per_epoch: int, last_batch: bool, bar: Any,
+                  lr_scheduler: Any, on_recovery: Optional[Callable[[int, int], None]]) -> None:
+    """After an optimizer update: timing, the rate used, progress, recovery checkpoint, the schedule's step."""
+    meters.num_updates += 1
+    optimizer.zero_grad()
+    if args.synchronize_step:
+        for d in {p.device for p in model.parameters() if p.device.type == 'cuda'}:
+            torch.cuda.synchronize(d)
+    now = time.perf_counter()
+    meters.update_time.update(now - meters.t_update)
+    lr = sum(g['lr'] for g in optimizer.param_groups) / len(optimizer.param_groups)
+    meters.lr_sum, meters.updates = meters.lr_sum + lr, meters.updates + 1
+    losses_m, top1_m = meters.losses, meters.top1
+    if sys.stderr.isatty():
+        bar.set_postfix(loss=f'{losses_m.avg:.3f}', top1=f'{top1_m.avg:.1f}', lr=f'{lr:.2e}')
+    elif args.rank == 0 and (update_idx % args.log_interval == 0 or last_batch):
+        _logger.info(f'Train: {epoch} [{update_idx:>4d}/{updates_per_epoch} '
+                     f'({100. * (update_idx + 1) / updates_per_epoch:>3.0f}%)]  '
+                     f'Loss: {losses_m.val:#.3g} ({losses_m.avg:#.3g})  Top-1: {top1_m.avg:.2f}  '
+                     f'LR: {lr:.3e}  {meters.samples / max(now - meters.t_update, 1e-9):.1f} img/s')
+    meters.t_update, meters.samples = now, 0
+    if on_recovery is not None and args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0:
+        on_recovery(epoch, batch_idx)
+    if lr_scheduler is not None:
+        lr_scheduler.step_update(num_updates=meters.num_updates, metric=losses_m.avg)
+
+
+def _obey_stop(stop: Optional[StopRequest], sig: Optional[int], batch_idx: int) -> None:
+    """Stop after this batch when a stop was requested (on any process, when distributed)."""
+    if stop is not None and sig is not None:
+        stop.signum = stop.signum or sig
+        stop.last_batch = batch_idx
+        stop.check()
+
+
+def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.device, *, prefetcher: bool = True,
+             ten_crop: bool = False, data_config: Optional[Dict[str, Any]] = None, channels_last: bool = False,
+             amp_autocast: Callable = contextlib.nullcontext, model_dtype: Optional[torch.dtype] = None,
+             distributed: bool = False, world_size: int = 1, stop: Optional[StopRequest] = None,
+             desc: str = 'eval') -> 'OrderedDict[str, float]':
+    """Top-1, top-5 (%) and cross-entropy over a loader. ``ten_crop``: batches (B, 10, C, H, W) of uint8 crops,
+    normalised here; the softmax of the ten is averaged, and the loss is -log of that average at the label.
+
+    ``distributed``: each process evaluates its share (timm's OrderedDistributedSampler, whose padding repeats are
+    left out here) and the sums are all-reduced once at the end, so the metrics are those of the whole split."""
+    loss_sum, correct1, correct5, count = 0.0, 0.0, 0.0, 0
+    keep = _own_share(loader) if distributed else None
+    model.eval()
+    if ten_crop:
+        assert data_config is not None
+        mean = torch.tensor([m * 255 for m in data_config['mean']], device=device).view(1, -1, 1, 1)
+        std = torch.tensor([s * 255 for s in data_config['std']], device=device).view(1, -1, 1, 1)
+    with torch.inference_mode():
+        for input, target in _progress(loader, len(loader), desc):
+            if target.shape[0] == 0:
+                continue
+            if ten_crop:
+                b, k = input.shape[:2]
+                x = input.to(device).flatten(0, 1).float().sub_(mean).div_(std).to(model_dtype or torch.float32)
+                target = target.to(device)
+            elif not prefetcher:
+                x, target = input.to(device=device, dtype=model_dtype), target.to(device)
+            else:
+                x = input
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp_autocast():
+                output = model(x)
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            output = output.float()
+            target = target.to(output.device)
+            if ten_crop:
+                scores = output.softmax(-1).view(b, k, -1).mean(1)
+            else:
+                scores = output
+            if keep is not None:
+                n_keep = max(0, min(target.shape[0], keep - count))
+                scores, target = scores[:n_keep], target[:n_keep]
+            n = target.shape[0]
+            if n:
+                loss = F.nll_loss(scores.clamp_min(1e-12).log(), target) if ten_crop else loss_fn(scores, target)
+                hits = scores.topk(min(5, scores.shape[1]), 1).indices.eq(target[:, None])  # as timm's accuracy
+                loss_sum += loss.item() * n
+                correct1 += hits[:, :1].sum().item()
+                correct5 += hits.sum().item()
+                count += n
+            if stop is not None and not distributed:
+                stop.check()
+    if distributed:
+        totals = torch.tensor([loss_sum, correct1, correct5, count], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        loss_sum, correct1, correct5, count = totals.tolist()
+    if not count:
+        return OrderedDict([('loss', math.nan), ('top1', math.nan), ('top5', math.nan), ('images', 0)])
+    return OrderedDict([('loss', loss_sum / count), ('top1', 100 * correct1 / count), ('top5', 100 * correct5 / count),
+                        ('images', int(count))])
+
+
+def _own_share(loader: Any) -> Optional[int]:
+    """How many items of a distributed evaluation loader are this process's own (not padding), when known."""
+    sampler = getattr(loader, 'sampler', None)
+    if isinstance(sampler, OrderedDistributedSampler):
+        return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
+    return None
