@@ -115,3 +115,15 @@ def test_the_kernel_tools_error_is_a_user_error():
     from timm_alexnet_split.errors import UserError
     from timm_alexnet_split.kernel_io import KernelsError
     assert issubclass(KernelsError, UserError)
+
+
+def test_debug_shows_the_kernel_tools_traceback_too(tmp_path, capsys, monkeypatch):
+    from timm_alexnet_split import cli
+    monkeypatch.delenv('TIMM_ALEXNET_SPLIT_DEBUG', raising=False)
+    missing = str(tmp_path / 'nothere.onnx')
+    assert cli.main(['kernels', missing]) == 2
+    assert 'Traceback' not in capsys.readouterr().err
+    assert cli.main(['--debug', 'kernels', missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('Traceback') and err.rstrip().splitlines()[-1].startswith('timm-alexnet-split kernels: error:')
+    assert 'TIMM_ALEXNET_SPLIT_DEBUG' not in __import__('os').environ  # only while the command ran

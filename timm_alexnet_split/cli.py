@@ -8,11 +8,12 @@ modules those commands use import nothing that imports torch. The kernel tool al
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import traceback
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 PROG = 'timm-alexnet-split'
 DEBUG_FLAG = '--debug'
@@ -51,6 +52,22 @@ def split_debug(argv: List[str]) -> Tuple[bool, List[str]]:
     return debug, argv
 
 
+@contextlib.contextmanager
+def _debug_environment(debug: bool) -> Iterator[None]:
+    """While a command runs under --debug, the environment says so too: a command that reports its own errors (the
+    kernel tool, also a plain script) reads it there."""
+    before = os.environ.get(DEBUG_ENV)
+    if debug:
+        os.environ[DEBUG_ENV] = '1'
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = before
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     debug, argv = split_debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ('-h', '--help'):
@@ -80,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     from .errors import UserError
     try:
-        return int(fn(rest) or 0)
+        with _debug_environment(debug):
+            return int(fn(rest) or 0)
     except UserError as e:
         if debug:  # the traceback for a bug report, then the same one line
             traceback.print_exc()

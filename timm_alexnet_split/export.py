@@ -682,7 +682,10 @@ def main(argv: List[str]) -> int:
     if info.num_classes is not None:
         kwargs['num_classes'] = info.num_classes
     if ckpt is not None:
-        kwargs.update(state_dict_kwargs(ckpt.state_dict))
+        fixed = state_dict_kwargs(ckpt.state_dict)  # what the shapes fix (fc8, fc6, conv1, towers)
+        if args.model:  # a model named here keeps its towers: weights of another tower count are refused below
+            fixed.pop('num_towers', None)
+        kwargs.update(fixed)
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     model = create_split_model(name, **kwargs)

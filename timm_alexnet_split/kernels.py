@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import textwrap
@@ -595,6 +596,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             inspect_file(args.file, args.out, args.groups, args.bgr, args.sort, args.force, args.permutations,
                          args.seed, args.alpha, args.quiet, args.measure, args.cutoff)
     except KernelsError as e:
+        if os.environ.get('TIMM_ALEXNET_SPLIT_DEBUG', '').strip() not in ('', '0'):  # --debug: for a bug report
+            import traceback
+            traceback.print_exc()
         print(f'{PROG}: error: {" ".join(str(e).split())}', file=sys.stderr)
         return 2
     except SystemExit as e:  # --help

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .atomic import replace_when_done
 from .errors import UserError
+from .progress import progress as progress_bar
 
 PROG = 'timm-alexnet-split prepare-shards'
 FORMAT = 'timm-alexnet-split shards v1'
@@ -254,34 +254,6 @@ def complete_shard(job: ShardJob) -> Optional[Tuple[int, List[Dict[str, str]]]]:
 # ---------------------------------------------------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------------------------------------------------
-class Progress:
-    """A tqdm bar on a terminal, a plain line every ``every`` seconds (and at the end) otherwise."""
-
-    def __init__(self, total: int, desc: str, every: float = 30.0) -> None:
-        self.total, self.desc, self.every, self.done = total, desc, every, 0
-        self.t0 = self.last = time.perf_counter()
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit='img', dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self.last >= self.every or self.done >= self.total:
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            print(f'{self.desc}: {self.done}/{self.total} images ({100 * self.done / max(self.total, 1):.0f}%), '
-                  f'{rate:.0f} img/s', file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _write_json(path: Path, obj: object) -> None:
     with replace_when_done(path, True, 'while writing the shards') as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + '\n')
@@ -294,7 +266,7 @@ def split_info(split: str, jobs: Sequence[ShardJob], lengths: Sequence[int], out
 
 
 def _run_jobs(payloads: List[Any], workers: int, results: Dict[str, Tuple[int, List[Dict[str, str]]]],
-              bar: Optional[Progress]) -> None:
+              bar: Optional[Any]) -> None:
     """Write the shards (in ``workers`` processes when there are several shards); results by shard name."""
     if workers > 1 and len(payloads) > 1:
         import multiprocessing as mp
@@ -344,7 +316,7 @@ def prepare(root: Path, out: Path, name: str, shard_size: int, workers: int, opt
     print(f'{len(class_names)} classes; ' + ', '.join(f'{s}: {sum(len(j.samples) for j in js)} images in {len(js)} shards'
                                                     for s, js in jobs.items())
           + (f'; resuming: {kept} complete shards kept' if resuming else '') + f'; {workers} worker(s)', flush=True)
-    bar = Progress(total, 'prepare-shards') if progress else None
+    bar = progress_bar(total=total, desc='prepare-shards', unit='img', every=30.0) if progress else None
     payloads = [(j, str(root), tuple(class_names), opts) for j in todo]
     try:
         _run_jobs(payloads, workers, results, bar)

@@ -220,8 +220,10 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Any, Optional[Any], Option
         eval_ds = create_split_dataset(args, args.val_split, False, class_map, 'validation')
         eval_ds = align_classes(args, eval_ds, names, lambda cmap: create_split_dataset(
             args, args.val_split, False, cmap, 'validation'))
+        # a folder dataset whose two splits resolve to one folder (other datasets, e.g. hfds/, keep splits apart
+        # under one root by name)
         tr, ev = _split_root(train_ds), _split_root(eval_ds)
-        if tr is not None and tr == ev:
+        if tr is not None and tr == ev and is_image_folder(args.dataset):
             _logger.warning(f'WARNING: the {args.val_split!r} split of {args.data_dir or args.dataset} is the training '
                             'split itself: training without validation metrics')
             eval_ds = None

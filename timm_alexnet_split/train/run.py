@@ -30,6 +30,7 @@ from timm.models import safe_model_name
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import contracts as C
 from ..checkpoint import load_into, read_training_checkpoint
 from ..errors import UserError
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
@@ -382,10 +383,11 @@ def checkpoint_state(r: Run, epoch: int, metric: Optional[float], complete: bool
 def weights_metadata(r: Run, epoch: int) -> Dict[str, str]:
     """The safetensors header of last/model_best.safetensors."""
     args = r.args
-    return {'format': 'pt', 'model': args.model, 'num_classes': str(args.num_classes), 'epoch': str(epoch),
-            'model_kwargs': json.dumps(plain(args.model_kwargs)), 'class_names': json.dumps(r.class_names or []),
-            'data_config': json.dumps(plain(dict(r.data_config))),
-            'gp': json.dumps(getattr(args, 'gp', None)), 'in_chans': json.dumps(getattr(args, 'in_chans', None))}
+    return {C.ST_FORMAT: 'pt', C.ST_MODEL: args.model, C.ST_NUM_CLASSES: str(args.num_classes), C.ST_EPOCH: str(epoch),
+            C.ST_MODEL_KWARGS: json.dumps(plain(args.model_kwargs)), C.ST_CLASS_NAMES: json.dumps(r.class_names or []),
+            C.ST_DATA_CONFIG: json.dumps(plain(dict(r.data_config))),
+            C.ST_GLOBAL_POOL: json.dumps(getattr(args, 'gp', None)),
+            C.ST_IN_CHANS: json.dumps(getattr(args, 'in_chans', None))}
 
 
 def save_recovery(r: Run, epoch: int, batch_idx: int) -> Path:
