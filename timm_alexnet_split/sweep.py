@@ -170,7 +170,7 @@ def check_out(out: Path, plan: Dict[str, Any]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')  # several sweep processes may share a folder
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -440,7 +440,7 @@ def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], s
            'measure': runs[0]['measure_label'] if runs else None, 'missing_runs': missing,
            'runs': public, 'summary': summary}
     _write_text(out / 'sweep.json', json.dumps(_plain(doc), indent=2))
-    tmp = out / '.sweep.csv.tmp'
+    tmp = out / f'.sweep.csv.{os.getpid()}.tmp'
     with open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()

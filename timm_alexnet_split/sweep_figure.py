@@ -2,6 +2,7 @@
 for frequency (matplotlib, Agg; numpy only besides)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -20,7 +21,7 @@ def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]
     import matplotlib.pyplot as plt
 
     counts = [s['towers'] for s in summary if s['towers'] >= 2]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
     for ax, (axis, field, pfield, label) in zip(axes, PANELS):
         _panel(ax, runs, summary, counts, axis, field, pfield, alpha)
         ax.set_title(label, fontsize=10)
@@ -32,9 +33,11 @@ def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]
         plt.Line2D([], [], marker='o', ls='', mfc='white', color='tab:blue', label=f'run, p >= {alpha:g}'),
         plt.Line2D([], [], marker='_', ms=14, mew=2, ls='', color='black', label='mean of runs, 95% bootstrap'),
         matplotlib.patches.Patch(color='0.85', label='control 95% interval')]
-    axes[1].legend(handles=handles, loc='upper left', fontsize=8, framealpha=0.9)
-    fig.savefig(path, dpi=110)
+    fig.legend(handles=handles, loc='outside lower center', ncol=4, fontsize=8, frameon=False)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp.png')  # several sweep processes may share a folder
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]], counts: List[int], axis: str,
@@ -60,8 +63,11 @@ def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, 
             ax.errorbar(x + 0.3, e['mean'], yerr=[[e['mean'] - e['low']], [e['high'] - e['mean']]], fmt='_', ms=14,
                         mew=2, color='black', capsize=3)
             top = max(top, e['high'])
-    ax.set_xticks(range(len(counts)), [f'{n} towers\n({s["split_runs"]}/{s["runs"]} split)'
-                                       for n, s in ((n, next(s for s in summary if s['towers'] == n)) for n in counts)])
+    labels = []
+    for n in counts:
+        s = next(s for s in summary if s['towers'] == n)
+        labels.append(f'{n} towers\n{s[axis]["split_runs"]}/{s["runs"]} at p<{alpha:g}')
+    ax.set_xticks(range(len(counts)), labels)
     ax.set_xlim(-0.6, len(counts) - 0.4)
     ax.set_ylim(0, max(top * 1.15, 0.02))
     ax.set_ylabel('eta squared (between towers / total)')
