@@ -73,8 +73,9 @@ def test_sweep_json_has_the_runs_and_summary_the_issue_lists(swept):
     one, two = runs[0], runs[2]
     assert one['latent']['applicable'] and one['latent']['summary'] and one['p_value'] is None
     assert two['latent'] is None and 0 <= two['effect_size'] <= 1 and 0 <= two['p_value'] <= 1
+    assert 0 <= two['init']['p_value'] <= 1 and one['init'] is None  # the same tests on conv1/epoch_0000.npy
     s1, s2 = doc['summary']
-    assert (s1['towers'], s1['runs'], s2['towers'], s2['runs']) == (1, 2, 2, 2)
+    assert (s1['towers'], s1['runs'], s2['towers'], s2['runs']) == (1, 2, 2, 2) and 0 <= s2['split_at_init_runs'] <= 2
     assert s2['split_runs'] == sum(1 for r in runs[2:] if min(r['p_value'], r['frequency_p_value'] or 1) < doc['alpha'])
     for axis in ('colour', 'frequency'):
         e, c = s2[axis]['effect_size'], s2[axis]['control']

@@ -31,7 +31,7 @@ from .errors import UserError
 PROG = 'timm-alexnet-split sweep'
 PLAN = 'sweep_plan.json'          # marks OUT as a sweep's folder; the settings every run of it shares
 ANALYSIS = 'sweep_analysis.json'  # per run: the measures, cached against the weights they came from
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 OUTPUTS = ('sweep.json', 'sweep.csv', 'sweep.png')
 ALPHA = 0.05
 PARTITIONS = 1000
@@ -327,12 +327,32 @@ def analyse_run(run: Path) -> Dict[str, Any]:
         'p_value': report.get('p_value'), 'frequency_p_value': report.get('frequency_p_value'),
         'effect_size': _eta(cfs), 'frequency_effect_size': _eta(freqs), 'verdict': report['verdict'],
         'latent': _latent_entry(report['latent']) if len(groups) == 1 else None,
+        'init': _init_tests(w0, [g['kernels'] for g in groups], report['measure']) if w0 is not None else None,
         'conv1_from_random': _plain(control.conv1_from_random(w, w0)),
         'w0': str(w0_path) if w0 is not None else None,
         'values': {'chromatic_fraction': np.concatenate(cfs).tolist(), 'frequency': np.concatenate(freqs).tolist()},
     }
     _write_text(cache, json.dumps(_plain(result), indent=1, allow_nan=True))
     return json.loads(cache.read_text())
+
+
+def _init_tests(w0: np.ndarray, counts: Sequence[int], measure: str) -> Optional[Dict[str, Any]]:
+    """The same tests on the initial kernels (conv1/epoch_0000.npy): how different the towers were before training.
+
+    Towers of independent random kernels differ at p < alpha on an axis in about alpha of the runs; after short
+    training conv1 is still close to its initialisation, so a "split" may be one the towers started with.
+    """
+    from .kernel_compare import compare_values
+    from .kernel_measures import chromatic_measures, luminance_orientation_frequency
+    if len(counts) < 2:
+        return None
+    edges = np.cumsum([0, *counts])
+    towers = [w0[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    cfs = [chromatic_measures(t, None)[measure] for t in towers]
+    freqs = [luminance_orientation_frequency(t)[1] for t in towers]
+    colour, freq = compare_values(cfs), compare_values(freqs)
+    return {'p_value': colour['p_value'], 'frequency_p_value': freq['p_value'], 'effect_size': _eta(cfs),
+            'frequency_effect_size': _eta(freqs)}
 
 
 def _plain(x: Any) -> Any:
@@ -385,6 +405,7 @@ def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[
         row: Dict[str, Any] = {'towers': n, 'runs': len(mine)}
         if n >= 2:
             row['split_runs'] = sum(1 for r in mine if is_split(r, alpha))
+            row['split_at_init_runs'] = sum(1 for r in mine if r.get('init') and is_split(r['init'], alpha))
             for axis, field, pfield, _ in AXES:
                 vals = [r[field] for r in mine if r[field] is not None]
                 c = (ctrl.get(n) or {}).get(axis)
@@ -405,6 +426,7 @@ def is_split(run: Dict[str, Any], alpha: float) -> bool:
 
 CSV_FIELDS = ['towers', 'seed', 'run', 'val_top1', 'train_seconds', 'measure', 'chromatic_fraction', 'frequency',
               'p_value', 'frequency_p_value', 'effect_size', 'frequency_effect_size', 'split', 'verdict',
+              'init_p_value', 'init_frequency_p_value',
               'conv1_chromatic_mean', 'conv1_grey_share', 'conv1_lowpass_chromatic_mean', 'conv1_low_frequency_share',
               'conv1_relative_change', 'latent']
 
@@ -422,7 +444,9 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def csv_row(r: Dict[str, Any], alpha: float) -> Dict[str, str]:
     far = r['conv1_from_random']
     row = {k: _fmt(r.get(k)) for k in CSV_FIELDS}
-    row.update(split='yes' if is_split(r, alpha) else 'no',
+    init = r.get('init') or {}
+    row.update(split='yes' if is_split(r, alpha) else 'no', init_p_value=_fmt(init.get('p_value')),
+               init_frequency_p_value=_fmt(init.get('frequency_p_value')),
                conv1_chromatic_mean=_fmt(far['chromatic'].get('mean')),
                conv1_grey_share=_fmt(far['chromatic'].get('below_0_3')),
                conv1_lowpass_chromatic_mean=_fmt(far['chromatic_lowpass'].get('mean')),
@@ -452,16 +476,21 @@ def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], s
                alpha)
 
 
+def _init_text(init: Optional[Dict[str, Any]]) -> str:
+    return '' if not init else f'{_fmt(init["p_value"], 2)}, {_fmt(init["frequency_p_value"], 2)}'
+
+
 def print_table(runs: List[Dict[str, Any]], summary: List[Dict[str, Any]], alpha: float) -> None:
     print()
     print(f'{"run":<18}{"top-1":>7}  {"chromatic fraction per tower":<30}{"p":>8}{"eta2":>7}  '
-          f'{"frequency per tower":<30}{"p":>8}{"eta2":>7}  split')
+          f'{"frequency per tower":<30}{"p":>8}{"eta2":>7}  split  p at init (colour, frequency)')
     for r in runs:
         cf = ' '.join(f'{v:.3f}' for v in r['chromatic_fraction'])
         fr = ' '.join('n/a' if v is None else f'{v:.3f}' for v in r['frequency'])
         print(f'{r["run"]:<18}{_fmt(r["val_top1"], 3):>7}  {cf:<30}{_fmt(r["p_value"], 2):>8}'
               f'{_fmt(r["effect_size"], 2):>7}  {fr:<30}{_fmt(r["frequency_p_value"], 2):>8}'
-              f'{_fmt(r["frequency_effect_size"], 2):>7}  {"yes" if is_split(r, alpha) else "no" if r["towers"] > 1 else "-"}')
+              f'{_fmt(r["frequency_effect_size"], 2):>7}  {"yes" if is_split(r, alpha) else "no" if r["towers"] > 1 else "-":<5}'
+              f'  {_init_text(r.get("init"))}')
     print()
     print(f'per tower count (split: p < {alpha:g} on either axis; effect size eta squared, mean [95% bootstrap]; '
           'control: random partitions of the one-tower runs\' kernels, mean [95%])')
@@ -469,7 +498,8 @@ def print_table(runs: List[Dict[str, Any]], summary: List[Dict[str, Any]], alpha
         if s['towers'] < 2:
             print(f'  1 tower: {s["runs"]} run(s) (the control\'s kernels)')
             continue
-        parts = [f'  {s["towers"]} towers: {s["split_runs"]} of {s["runs"]} runs split']
+        parts = [f'  {s["towers"]} towers: {s["split_runs"]} of {s["runs"]} runs split '
+                 f'({s["split_at_init_runs"]} already at initialisation)']
         for axis, *_ in AXES:
             a = s[axis]
             e, c = a['effect_size'], a['control']

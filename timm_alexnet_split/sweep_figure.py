@@ -3,6 +3,7 @@ for frequency (matplotlib, Agg; numpy only besides)."""
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -26,6 +27,7 @@ def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]
         _panel(ax, runs, summary, counts, axis, field, pfield, alpha)
         ax.set_title(label, fontsize=10)
     n1 = sum(1 for r in runs if r['towers'] == 1)
+    title = '\n'.join(textwrap.wrap(title, 150))
     fig.suptitle(f'{title}\ncontrol: random partitions of {n1} one-tower run(s)\' conv1 kernels into the towers\' '
                  f'sizes (grey: 95%, line: mean)', fontsize=10)
     handles = [
