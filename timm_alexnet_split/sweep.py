@@ -476,6 +476,10 @@ def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], s
                alpha)
 
 
+def _eta_text(v: Optional[float]) -> str:
+    return '' if v is None else f'{v:.3f}'
+
+
 def _init_text(init: Optional[Dict[str, Any]]) -> str:
     return '' if not init else f'{_fmt(init["p_value"], 2)}, {_fmt(init["frequency_p_value"], 2)}'
 
@@ -487,9 +491,10 @@ def print_table(runs: List[Dict[str, Any]], summary: List[Dict[str, Any]], alpha
     for r in runs:
         cf = ' '.join(f'{v:.3f}' for v in r['chromatic_fraction'])
         fr = ' '.join('n/a' if v is None else f'{v:.3f}' for v in r['frequency'])
+        split = 'yes' if is_split(r, alpha) else 'no' if r['towers'] > 1 else '-'
         print(f'{r["run"]:<18}{_fmt(r["val_top1"], 3):>7}  {cf:<30}{_fmt(r["p_value"], 2):>8}'
-              f'{_fmt(r["effect_size"], 2):>7}  {fr:<30}{_fmt(r["frequency_p_value"], 2):>8}'
-              f'{_fmt(r["frequency_effect_size"], 2):>7}  {"yes" if is_split(r, alpha) else "no" if r["towers"] > 1 else "-":<5}'
+              f'{_eta_text(r["effect_size"]):>7}  {fr:<30}{_fmt(r["frequency_p_value"], 2):>8}'
+              f'{_eta_text(r["frequency_effect_size"]):>7}  {split:<5}'
               f'  {_init_text(r.get("init"))}')
     print()
     print(f'per tower count (split: p < {alpha:g} on either axis; effect size eta squared, mean [95% bootstrap]; '
