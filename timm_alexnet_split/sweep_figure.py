@@ -29,7 +29,7 @@ def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]
     n1 = sum(1 for r in runs if r['towers'] == 1)
     title = '\n'.join(textwrap.wrap(title, 150))
     fig.suptitle(f'{title}\ncontrol: random partitions of {n1} one-tower run(s)\' conv1 kernels into the towers\' '
-                 f'sizes (grey: 95%, line: mean)', fontsize=10)
+                 f'sizes (grey: 95%, line: mean); runs labelled seed and validation top-1', fontsize=10)
     handles = [
         plt.Line2D([], [], marker='o', ls='', color='tab:red', label=f'run, p < {alpha:g} on this axis'),
         plt.Line2D([], [], marker='o', ls='', mfc='white', color='tab:blue', label=f'run, p >= {alpha:g}'),
@@ -53,11 +53,12 @@ def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, 
             ax.plot([x - 0.38, x + 0.38], [c['mean']] * 2, color='0.45', lw=1)
             top = max(top, c['high'])
         mine = [r for r in runs if r['towers'] == n and r[field] is not None]
-        offsets = np.linspace(-0.18, 0.18, len(mine)) if len(mine) > 1 else [0.0]
+        offsets = np.linspace(-0.32, -0.04, len(mine)) if len(mine) > 1 else [-0.15]
         for dx, r in zip(offsets, mine):
             hit = r[pfield] is not None and r[pfield] < alpha
             ax.plot(x + dx, r[field], 'o', ms=7, color='tab:red' if hit else 'tab:blue', mfc=None if hit else 'white')
-            ax.annotate(str(r['seed']), (x + dx, r[field]), xytext=(5, 0), textcoords='offset points', fontsize=7,
+            top1 = '' if r.get('val_top1') is None else f' {r["val_top1"]:.0f}%'
+            ax.annotate(f's{r["seed"]}{top1}', (x + dx, r[field]), xytext=(5, 0), textcoords='offset points', fontsize=7,
                         va='center', color='0.3')
             top = max(top, r[field])
         e = s[axis]['effect_size']
