@@ -33,6 +33,7 @@ COMMANDS = {
     'kernels': ('timm_alexnet_split.kernels', 'main', 'conv1 of any CNN: colour, frequency, latent branches, verdict'),
     'import-onnx': ('timm_alexnet_split.zoo', 'main', "import Caffe's bvlc_alexnet (ONNX) as safetensors"),
     'demo': ('timm_alexnet_split.demo', 'main', 'the main job on the demo data: train, export, inspect'),
+    'sweep': ('timm_alexnet_split.sweep', 'main', 'towers x seeds: train, measure conv1 per run, compare with a control'),
 }
 
 

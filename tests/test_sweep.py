@@ -1,0 +1,170 @@
+"""The sweep command: 2 tower counts x 2 seeds at fc_width 64, one epoch on a tiny drawn ImageFolder; every output,
+the reuse of complete runs, the resume of an interrupted one, and one-line refusals of bad input."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from timm_alexnet_split import cli, sweep
+
+RECIPE = dict(model='alexnet_split_2', model_kwargs={'init': 'caffe', 'fc_width': 64}, img_size=64, crop_pct=1.0,
+              batch_size=8, opt='momentum', lr=0.01, weight_decay=0.0005, sched='cosine', warmup_epochs=0, epochs=1,
+              smoothing=0.0, hflip=0.0, color_jitter=0.0, train_interpolation='bilinear', workers=0, log_interval=50,
+              checkpoint_hist=1)
+
+
+def _draw_folder(root):
+    """Two classes of 64 px images: red-ish smooth vs grey stripes, 8 train and 4 validation images each."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:64, :64]
+    for split, n in (('train', 8), ('validation', 4)):
+        for cls in ('colour', 'stripes'):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                if cls == 'colour':
+                    img = np.stack([np.full((64, 64), 180 + 20 * i % 60), np.full((64, 64), 60), np.full((64, 64), 90)], -1)
+                else:
+                    img = np.repeat((128 + 100 * np.sin(x / (2 + i % 3)))[..., None], 3, -1)
+                img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f'{i}.png')
+
+
+@pytest.fixture(scope='module')
+def swept(module_tmp):
+    """One sweep (towers 1 2, seeds 2) and the command that made it."""
+    data = module_tmp / 'data'
+    _draw_folder(data)
+    recipe = module_tmp / 'tiny.yaml'
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    out = module_tmp / 'sweep'
+    argv = ['sweep', '--recipe', str(recipe), '--towers', '1', '2', '--seeds', '2', '--out', str(out),
+            '--', '--data-dir', str(data)]
+    assert cli.main(argv) == 0
+    return out, argv
+
+
+def test_every_run_is_trained_in_its_folder_with_its_towers_and_seed(swept):
+    out, _ = swept
+    for n in (1, 2):
+        for s in (0, 1):
+            run = out / f'towers{n}-seed{s}'
+            args = yaml.safe_load((run / 'args.yaml').read_text())
+            assert args['seed'] == s
+            assert args['model_kwargs'] == {'init': 'caffe', 'fc_width': 64, 'num_towers': n}
+            assert (run / 'model_best.safetensors').is_file() and (run / 'kernels' / 'report.json').is_file()
+
+
+def test_sweep_json_has_the_runs_and_summary_the_issue_lists(swept):
+    out, _ = swept
+    doc = json.loads((out / 'sweep.json').read_text())
+    runs = doc['runs']
+    assert [(r['towers'], r['seed']) for r in runs] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for r in runs:
+        for key in ('run', 'val_top1', 'chromatic_fraction', 'frequency', 'p_value', 'frequency_p_value', 'effect_size',
+                    'frequency_effect_size', 'verdict', 'conv1_from_random'):
+            assert key in r, key
+        assert len(r['chromatic_fraction']) == r['towers'] and 0 <= r['val_top1'] <= 100
+        assert 0 < r['conv1_from_random']['relative_change']  # W0 from conv1/epoch_0000.npy
+    one, two = runs[0], runs[2]
+    assert one['latent']['applicable'] and one['latent']['summary'] and one['p_value'] is None
+    assert two['latent'] is None and 0 <= two['effect_size'] <= 1 and 0 <= two['p_value'] <= 1
+    assert 0 <= two['init']['p_value'] <= 1 and one['init'] is None  # the same tests on conv1/epoch_0000.npy
+    s1, s2 = doc['summary']
+    assert (s1['towers'], s1['runs'], s2['towers'], s2['runs']) == (1, 2, 2, 2) and 0 <= s2['split_at_init_runs'] <= 2
+    assert s2['split_runs'] == sum(1 for r in runs[2:] if min(r['p_value'], r['frequency_p_value'] or 1) < doc['alpha'])
+    for axis in ('colour', 'frequency'):
+        e, c = s2[axis]['effect_size'], s2[axis]['control']
+        assert e['low'] <= e['mean'] <= e['high'] and e['n'] == 2
+        assert c['partitions'] >= 1000 and c['one_tower_runs'] == 2 and 0 <= c['low'] <= c['mean'] <= c['high'] <= 1
+
+
+def test_eta_squared_is_recomputable_from_the_kernel_reports(swept):
+    out, _ = swept
+    run = json.loads((out / 'sweep.json').read_text())['runs'][2]
+    report = json.loads((out / run['run'] / 'kernels' / 'report.json').read_text())
+    cf = [np.asarray(g['chromatic_fraction'], float) for g in report['groups']]
+    pooled = np.concatenate(cf)
+    between = sum(len(g) * (g.mean() - pooled.mean()) ** 2 for g in cf)
+    assert run['effect_size'] == pytest.approx(between / np.square(pooled - pooled.mean()).sum())
+
+
+def test_csv_has_one_row_per_run_and_the_figure_is_drawn(swept):
+    out, _ = swept
+    rows = list(csv.DictReader(open(out / 'sweep.csv', newline='')))
+    assert [r['run'] for r in rows] == ['towers1-seed0', 'towers1-seed1', 'towers2-seed0', 'towers2-seed1']
+    assert rows[2]['split'] in ('yes', 'no') and float(rows[2]['effect_size']) >= 0 and rows[0]['latent']
+    assert (out / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_same_command_again_trains_nothing_and_redraws(swept, monkeypatch, capsys):
+    out, argv = swept
+    from timm_alexnet_split import train
+
+    def no_training(argv):
+        raise AssertionError('a complete run was trained again')
+    monkeypatch.setattr(train, 'main', no_training)
+    weights = out / 'towers2-seed0' / 'model_best.safetensors'
+    before = weights.stat().st_mtime_ns
+    os.remove(out / 'sweep.png')
+    assert cli.main(argv) == 0
+    assert weights.stat().st_mtime_ns == before and (out / 'sweep.png').is_file()
+    text = capsys.readouterr().out
+    assert 'run 4 of 4: towers2-seed1 (complete)' in text and '2 towers: ' in text
+
+
+def test_an_interrupted_run_is_resumed_and_a_stale_one_kept_aside(tmp_path, monkeypatch):
+    from timm_alexnet_split import train
+    seen = []
+
+    def fake_main(argv):
+        seen.append(argv)
+        return 0
+    monkeypatch.setattr(train, 'main', fake_main)
+    run = tmp_path / 'towers2-seed0'
+    run.mkdir()
+    (run / 'args.yaml').write_text('epochs: 3\n')
+    (run / 'last.pth.tar').write_bytes(b'x')
+    with pytest.raises(sweep.UserError, match='without a complete run'):
+        sweep.train_run(tmp_path, run.name, ['--config', 'r.yaml'])
+    assert seen[-1][-2:] == ['--resume', str(run / 'last.pth.tar')]
+    (run / 'last.pth.tar').unlink()
+    with pytest.raises(sweep.UserError):
+        sweep.train_run(tmp_path, run.name, ['--config', 'r.yaml'])
+    assert '--resume' not in seen[-1] and (tmp_path / 'towers2-seed0.stopped-1' / 'args.yaml').is_file()
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--towers', '0', '2'], '--towers must be from 1 to 96'),
+    (['--seeds', '0'], '--seeds must be >= 1'),
+    (['--partitions', '10'], '--partitions must be at least 1000'),
+    (['--', '--seed', '3'], 'the sweep sets --seed'),
+])
+def test_bad_options_end_in_one_line(tmp_path, capsys, extra, message):
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    assert cli.main(['sweep', '--recipe', str(recipe), '--out', str(tmp_path / 'o'), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / 'o').exists()
+
+
+def test_missing_recipe_and_foreign_folder_are_refused_untouched(tmp_path, capsys):
+    assert cli.main(['sweep', '--recipe', str(tmp_path / 'none.yaml'), '--out', str(tmp_path / 'o')]) == 2
+    assert 'not found' in capsys.readouterr().err
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('keep')
+    assert cli.main(['sweep', '--recipe', str(recipe), '--out', str(mine)]) == 2
+    assert 'did not write' in capsys.readouterr().err and os.listdir(mine) == ['notes.txt']
+
+
+def test_a_sweep_folder_refuses_other_train_options(swept, capsys):
+    out, argv = swept
+    assert cli.main([*argv, '--epochs', '2']) == 2
+    assert 'different train options' in capsys.readouterr().err

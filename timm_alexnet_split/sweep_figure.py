@@ -1,0 +1,82 @@
+"""The sweep's figure: each run's effect size (eta squared) against the control band, per tower count, for colour and
+for frequency (matplotlib, Agg; numpy only besides)."""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+PANELS = (('colour', 'effect_size', 'p_value', 'colour: eta squared of the chromatic fraction'),
+          ('frequency', 'frequency_effect_size', 'frequency_p_value', 'frequency: eta squared of the luminance frequency'))
+
+
+def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]], path: Path, title: str,
+               alpha: float) -> None:
+    """Two panels; x: tower count; a grey band: the control's 95% interval (line: its mean); dots: runs (filled:
+    p < alpha on that axis), labelled with the seed; a black bar: the runs' mean with its 95% bootstrap interval."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    counts = [s['towers'] for s in summary if s['towers'] >= 2]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    for ax, (axis, field, pfield, label) in zip(axes, PANELS):
+        _panel(ax, runs, summary, counts, axis, field, pfield, alpha)
+        ax.set_title(label, fontsize=10)
+    n1 = sum(1 for r in runs if r['towers'] == 1)
+    title = '\n'.join(textwrap.wrap(title, 150))
+    fig.suptitle(f'{title}\ncontrol: random partitions of {n1} one-tower run(s)\' conv1 kernels into the towers\' '
+                 f'sizes (grey: 95%, line: mean); runs labelled seed and validation top-1', fontsize=10)
+    handles = [
+        plt.Line2D([], [], marker='o', ls='', color='tab:red', label=f'run, p < {alpha:g} on this axis'),
+        plt.Line2D([], [], marker='o', ls='', mfc='white', color='tab:blue', label=f'run, p >= {alpha:g}'),
+        plt.Line2D([], [], marker='_', ms=14, mew=2, ls='', color='black', label='mean of runs, 95% bootstrap'),
+        matplotlib.patches.Patch(color='0.85', label='control 95% interval')]
+    fig.legend(handles=handles, loc='outside lower center', ncol=4, fontsize=8, frameon=False)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp.png')  # several sweep processes may share a folder
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]], counts: List[int], axis: str,
+           field: str, pfield: str, alpha: float) -> None:
+    top = 0.0
+    for x, n in enumerate(counts):
+        s = next(s for s in summary if s['towers'] == n)
+        c = s[axis]['control']
+        if c is not None:
+            ax.add_patch(_rect(x, c['low'], c['high']))
+            ax.plot([x - 0.38, x + 0.38], [c['mean']] * 2, color='0.45', lw=1)
+            top = max(top, c['high'])
+        mine = [r for r in runs if r['towers'] == n and r[field] is not None]
+        offsets = np.linspace(-0.32, -0.04, len(mine)) if len(mine) > 1 else [-0.15]
+        for dx, r in zip(offsets, mine):
+            hit = r[pfield] is not None and r[pfield] < alpha
+            ax.plot(x + dx, r[field], 'o', ms=7, color='tab:red' if hit else 'tab:blue', mfc=None if hit else 'white')
+            top1 = '' if r.get('val_top1') is None else f' {r["val_top1"]:.0f}%'
+            ax.annotate(f's{r["seed"]}{top1}', (x + dx, r[field]), xytext=(5, 0), textcoords='offset points', fontsize=7,
+                        va='center', color='0.3')
+            top = max(top, r[field])
+        e = s[axis]['effect_size']
+        if e is not None:
+            ax.errorbar(x + 0.3, e['mean'], yerr=[[e['mean'] - e['low']], [e['high'] - e['mean']]], fmt='_', ms=14,
+                        mew=2, color='black', capsize=3)
+            top = max(top, e['high'])
+    labels = []
+    for n in counts:
+        s = next(s for s in summary if s['towers'] == n)
+        labels.append(f'{n} towers\n{s[axis]["split_runs"]}/{s["runs"]} at p<{alpha:g}')
+    ax.set_xticks(range(len(counts)), labels)
+    ax.set_xlim(-0.6, len(counts) - 0.4)
+    ax.set_ylim(0, max(top * 1.15, 0.02))
+    ax.set_ylabel('eta squared (between towers / total)')
+    ax.grid(axis='y', alpha=0.3)
+
+
+def _rect(x: float, low: float, high: float) -> Any:
+    import matplotlib.patches as patches
+    return patches.Rectangle((x - 0.38, low), 0.76, high - low, color='0.85', zorder=0)
