@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{PROG}: error: unknown command {name!r}; choose from {", ".join(COMMANDS)}', file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    if name in ('train', 'validate', 'bench', 'demo'):
+    if name in ('train', 'validate', 'bench', 'demo', 'sweep'):  # long-running: keep freed memory in-process
         from .perf import tune_malloc
         tune_malloc()
     try:

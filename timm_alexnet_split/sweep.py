@@ -525,8 +525,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = {'recipe': str(args.recipe), 'recipe_sha256': hashlib.sha256(args.recipe.read_bytes()).hexdigest(),
             'train_options': extra}
     check_out(args.out, plan)
-    from .perf import tune_malloc
-    tune_malloc()
     grid = [(n, s) for s in range(args.seeds) for n in towers]  # seed by seed: a partial sweep has every tower count
     t0 = time.time()
     trained_seconds: List[float] = []
