@@ -19,6 +19,7 @@ import yaml
 
 from .atomic import replace_when_done
 from .errors import UserError
+from .train.rundir import completed_epochs
 
 PROG = 'timm-alexnet-split demo'
 RECIPE = Path(__file__).resolve().parent.parent / 'recipes' / 'demo.yaml'
@@ -28,14 +29,6 @@ ONNX_NAME = 'alexnet_split_2_demo.onnx'
 
 def _say(msg: str) -> None:
     print(f'[demo] {msg}', flush=True)
-
-
-def _completed_epochs(run: Path) -> int:
-    summary = run / 'summary.csv'
-    if not summary.is_file():
-        return 0
-    with open(summary, newline='') as f:
-        return sum(1 for _ in csv.DictReader(f))
 
 
 def _planned_epochs(run: Path, recipe: Path) -> int:
@@ -61,7 +54,7 @@ def train_or_reuse(recipe: Path, runs: Path, name: str, retrain: bool, extra: Li
     from . import train
     run = runs / name
     if run.exists() and not retrain:
-        done, planned = _completed_epochs(run), _planned_epochs(run, recipe)
+        done, planned = completed_epochs(run), _planned_epochs(run, recipe)
         if done >= planned and (run / 'model_best.pth.tar').is_file():
             _say(f'reusing the trained run {run} ({done} epochs); pass --retrain to train a new one')
             return run

@@ -65,7 +65,7 @@ def read_npy(path: Path, shape: Optional[Tuple[int, ...]]) -> np.ndarray:
         raise KernelsError(f'cannot read {path} ({one_line(e)})') from None
 
 
-def read_run(run_dir: Path, only: Optional[Sequence[int]] = None) -> Tuple[List[int], List[np.ndarray], Dict[str, Any]]:
+def read_snapshots(run_dir: Path, only: Optional[Sequence[int]] = None) -> Tuple[List[int], List[np.ndarray], Dict[str, Any]]:
     """(epochs, conv1 per epoch as (K, 3, h, w), towers.json) from a run folder's conv1/ snapshots.
 
     ``only``: positions in the sorted snapshot list to read (e.g. [0, -1] for the first and last).
@@ -125,7 +125,7 @@ def evolution(run_dir: Path, out: Optional[Path] = None, bgr: bool = False, sort
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / 'kernel_evolution'
     check_out(out, EVOLUTION_FILES, force)
-    epochs, arrays, meta = read_run(run_dir)
+    epochs, arrays, meta = read_snapshots(run_dir)
     w0 = arrays[0] if epochs[0] == 0 else None
     requested = measure
     measure, choice, warning = resolve_measure(requested, arrays[0].shape, cutoff, w0 is not None)

@@ -53,7 +53,7 @@ from .kernel_compare import (  # noqa: E402,F401  (re-exported: the tool's publi
     tower_stats,
     verdict,
 )
-from .kernel_evolution import EVOLUTION_FILES, evolution, read_run  # noqa: E402,F401
+from .kernel_evolution import EVOLUTION_FILES, evolution, read_snapshots  # noqa: E402,F401
 from .kernel_evolution import split as _split
 from .kernel_figures import (  # noqa: E402,F401
     display_order,
@@ -327,7 +327,7 @@ def _conv2_from_key(f: Any, shapes: Dict[str, List[int]], key: Optional[str], st
 def read_run_first_layer(run_dir: Path) -> FirstLayer:
     """conv1 of a training run folder: its last snapshot, W0 from epoch 0, conv2 from last.safetensors if there."""
     run_dir = Path(run_dir)
-    epochs, arrays, meta = read_run(run_dir, only=[0, -1])
+    epochs, arrays, meta = read_snapshots(run_dir, only=[0, -1])
     counts = meta['kernels_per_tower']
     layer = FirstLayer(_split(arrays[-1], counts), [f'conv1/epoch_{epochs[-1]:04d}.npy {r}' for r in _ranges(counts)],
                        'towers' if len(counts) > 1 else 'single', f'run folder: conv1/towers.json {counts}',

@@ -17,7 +17,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from .atomic import replace_when_done
 from .errors import UserError
+from .train.rundir import completed_epochs
 
 PROG = 'timm-alexnet-split sweep'
 PLAN = 'sweep_plan.json'          # marks OUT as a sweep's folder; the settings every run of it shares
@@ -170,9 +171,8 @@ def check_out(out: Path, plan: Dict[str, Any]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')  # several sweep processes may share a folder
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replace_when_done(path, True, 'while the sweep wrote it') as tmp:  # per-process temporary name
+        tmp.write_text(text)
 
 
 def run_name(towers: int, seed: int) -> str:
@@ -180,14 +180,6 @@ def run_name(towers: int, seed: int) -> str:
 
 
 # ---- training: reuse, resume or train ---------------------------------------------------------------------------------
-
-def _completed_epochs(run: Path) -> int:
-    summary = run / 'summary.csv'
-    if not summary.is_file():
-        return 0
-    with open(summary, newline='') as f:
-        return sum(1 for _ in csv.DictReader(f))
-
 
 def _planned_epochs(run: Path) -> Optional[int]:
     args = run / 'args.yaml'
@@ -204,7 +196,7 @@ def run_state(run: Path) -> str:
         return 'missing'
     planned = _planned_epochs(run)
     has_weights = (run / 'model_best.safetensors').is_file() or (run / 'last.safetensors').is_file()
-    if planned is not None and _completed_epochs(run) >= planned and has_weights:
+    if planned is not None and completed_epochs(run) >= planned and has_weights:
         return 'complete'
     return 'resumable' if (run / 'last.pth.tar').is_file() else 'stale'
 
@@ -227,7 +219,7 @@ def train_run(out: Path, name: str, argv: List[str]) -> None:
         _say(f'{run} stopped before its first checkpoint: kept as {_set_aside(run)}; training it afresh')
         state = 'missing'
     if state == 'resumable':
-        _say(f'resuming {run} from epoch {_completed_epochs(run)}')
+        _say(f'resuming {run} from epoch {completed_epochs(run)}')
         argv = [*argv, '--resume', str(run / 'last.pth.tar')]
     code = train.main(argv)
     if code:
@@ -464,13 +456,11 @@ def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], s
            'measure': runs[0]['measure_label'] if runs else None, 'missing_runs': missing,
            'runs': public, 'summary': summary}
     _write_text(out / 'sweep.json', json.dumps(_plain(doc), indent=2))
-    tmp = out / f'.sweep.csv.{os.getpid()}.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with replace_when_done(out / 'sweep.csv', True, 'while the sweep wrote it') as tmp, open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in runs:
             w.writerow(csv_row(r, alpha))
-    os.replace(tmp, out / 'sweep.csv')
     from .sweep_figure import plot_sweep
     plot_sweep(runs, summary, out / 'sweep.png', f'{Path(plan["recipe"]).name} {" ".join(plan["train_options"])}',
                alpha)

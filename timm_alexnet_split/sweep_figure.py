@@ -2,12 +2,13 @@
 for frequency (matplotlib, Agg; numpy only besides)."""
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+
+from .atomic import replace_when_done
 
 PANELS = (('colour', 'effect_size', 'p_value', 'colour: eta squared of the chromatic fraction'),
           ('frequency', 'frequency_effect_size', 'frequency_p_value', 'frequency: eta squared of the luminance frequency'))
@@ -36,10 +37,11 @@ def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]
         plt.Line2D([], [], marker='_', ms=14, mew=2, ls='', color='black', label='mean of runs, 95% bootstrap'),
         matplotlib.patches.Patch(color='0.85', label='control 95% interval')]
     fig.legend(handles=handles, loc='outside lower center', ncol=4, fontsize=8, frameon=False)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp.png')  # several sweep processes may share a folder
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replace_when_done(path, True, 'while the sweep drew it') as tmp:  # per-process temporary name
+            fig.savefig(tmp, dpi=110, format='png')
+    finally:
+        plt.close(fig)
 
 
 def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]], counts: List[int], axis: str,

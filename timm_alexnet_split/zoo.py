@@ -17,7 +17,6 @@ weights on the same random images (BGR to the graph, RGB to the model); above a 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,14 +167,6 @@ class ImportReport:
 
 
 # ---- reading the graph -------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_input_path(path: str) -> Path:
     p = Path(path)
     if not p.exists():
@@ -701,6 +692,7 @@ def import_bvlc_onnx(
         input_size: the square input to check the graph at when it does not fix one.
         verify_graph: run the check (UserError above a relative error of 1e-4).
     """
+    from .checkpoint import sha256_file  # torch: only when importing, not when this module is read
     if graph_order not in ('bgr', 'rgb'):
         raise UserError(f"graph_order must be 'bgr' or 'rgb', got {graph_order!r}")
     if samples < 1 and verify_graph:
@@ -711,7 +703,7 @@ def import_bvlc_onnx(
     sd = to_state_dict(located.layers, flip_bgr=graph_order == 'bgr')
     targets = _targets()
     report = ImportReport(
-        source=str(path), sha256=_sha256(Path(path)), opset=opset, ir_version=int(model.ir_version),
+        source=str(path), sha256=sha256_file(Path(path)), opset=opset, ir_version=int(model.ir_version),
         producer=model.producer_name, input_name=located.input_name, input_size=located.input_size,
         graph_order=graph_order, ends_in_softmax=located.ends_in_softmax,
         num_classes=int(located.layers['fc8'].weight.shape[0]), model_kwargs=located.model_kwargs,

@@ -54,6 +54,15 @@ def conv1_kernels(model: nn.Module) -> Tuple[np.ndarray, List[int]]:
     return np.concatenate(arrays, 0).astype(np.float32), [a.shape[0] for a in arrays]
 
 
+def completed_epochs(run: Path) -> int:
+    """How many epochs a run folder's summary.csv records (0 when there is none)."""
+    summary = Path(run) / 'summary.csv'
+    if not summary.is_file():
+        return 0
+    with open(summary, newline='') as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
 def trim_summary(path: Path, start_epoch: int) -> None:
     """Drop summary rows of epochs >= start_epoch (a resumed run rewrites them)."""
     if not path.is_file():
