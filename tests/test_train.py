@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from trainhelp import BASE_OPTS, COLOURS, RUN_OPTS, make_folder, run_train, summary_table
+from trainhelp import BASE_OPTS, COLOURS, RUN_OPTS, interrupt_in_first_epoch, make_folder, run_train, summary_table
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import cli, train
@@ -130,22 +130,10 @@ def test_resume_ends_with_the_same_weights_and_metrics(trained_run, data_dir, tm
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
-    cmd = [sys.executable, '-m', 'timm_alexnet_split.train', '--data-dir', str(data), *BASE_OPTS, '-b', '2',
-           '--workers', '0', '--epochs', '3', '--output', str(tmp_path), '--experiment', 'sig']
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if line.startswith('Train: 0'):
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, rest = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = ''.join(lines) + rest
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = interrupt_in_first_epoch(['--data-dir', data, *BASE_OPTS, '-b', '2', '--workers', '0', '--epochs', '3',
+                                          '--output', tmp_path, '--experiment', 'sig'],
+                                         lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 128 + signal.SIGTERM, err
     assert 'Traceback' not in err and 'stopped by SIGTERM' in err
     ckpt = torch.load(tmp_path / 'sig' / 'recovery.pth.tar', map_location='cpu', weights_only=True)
     assert ckpt['epoch'] == 0 and ckpt['complete'] is False and ckpt['batch_idx'] < 4

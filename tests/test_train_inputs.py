@@ -6,14 +6,12 @@ Runs train the real alexnet_split_2 at fc_width=64 on a few 64-pixel images the 
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 import yaml
-from trainhelp import BASE_OPTS, COLOURS, QUICK, make_folder, run_train, summary_rows
+from trainhelp import BASE_OPTS, COLOURS, QUICK, interrupt_in_first_epoch, make_folder, run_train, summary_rows
 
 import timm_alexnet_split  # noqa: F401  (registers the models)
 from timm_alexnet_split import cli
@@ -170,24 +168,14 @@ def test_an_output_that_is_a_file_is_one_line(data, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_in_the_first_epoch_names_the_file_written_once(tmp_path):
     data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
-    cmd = [sys.executable, '-m', 'timm_alexnet_split.train', '--data-dir', str(data), *BASE_OPTS, '-b', '2',
-           '--workers', '1', '--epochs', '3', '--output', str(tmp_path), '--experiment', 'int']
-    # a terminal's Ctrl-C reaches the whole process group: the trainer and its loader worker
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if line.startswith('Train: 0'):
-                time.sleep(0.2)
-                os.killpg(proc.pid, signal.SIGINT)
-                break
-        _, rest = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = ''.join(lines) + rest
-    assert proc.returncode == 128 + signal.SIGINT, err
+
+    def ctrl_c(proc):  # a terminal's Ctrl-C reaches the whole process group: the trainer and its loader worker
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+
+    code, err = interrupt_in_first_epoch(['--data-dir', data, *BASE_OPTS, '-b', '2', '--workers', '1', '--epochs', '3',
+                                          '--output', tmp_path, '--experiment', 'int'], ctrl_c)
+    assert code == 128 + signal.SIGINT, err
     assert err.count('SIGINT: stopping after this batch') == 1, err
     assert 'Traceback' not in err
     recovery = tmp_path / 'int' / 'recovery.pth.tar'

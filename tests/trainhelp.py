@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -59,3 +61,22 @@ def summary_table(run_dir: Path) -> List[List[str]]:
     """summary.csv as rows of text, the header first."""
     with open(run_dir / 'summary.csv', newline='') as f:
         return list(csv.reader(f))
+
+
+def interrupt_in_first_epoch(argv: Sequence[str], send: Callable[[subprocess.Popen], None]) -> Tuple[int, str]:
+    """Run ``python -m timm_alexnet_split.train ARGV`` in its own process group, call ``send(proc)`` once the first
+    training line of epoch 0 is logged, and return the exit status and everything it wrote on stderr."""
+    cmd = [sys.executable, '-m', 'timm_alexnet_split.train', *map(str, argv)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith('Train: 0'):
+                send(proc)
+                break
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, ''.join(lines) + rest
