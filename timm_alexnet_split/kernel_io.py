@@ -59,6 +59,8 @@ def clean(x: Any) -> Any:
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.integer):
         return int(x)
+    if isinstance(x, np.generic):  # np.bool_ and the other numpy scalars
+        return clean(x.item())
     return x
 
 

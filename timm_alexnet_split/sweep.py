@@ -27,6 +27,7 @@ import yaml
 
 from .atomic import replace_when_done
 from .errors import UserError
+from .kernel_io import clean
 from .train.rundir import completed_epochs
 
 PROG = 'timm-alexnet-split sweep'
@@ -320,11 +321,11 @@ def analyse_run(run: Path) -> Dict[str, Any]:
         'effect_size': _eta(cfs), 'frequency_effect_size': _eta(freqs), 'verdict': report['verdict'],
         'latent': _latent_entry(report['latent']) if len(groups) == 1 else None,
         'init': _init_tests(w0, [g['kernels'] for g in groups], report['measure']) if w0 is not None else None,
-        'conv1_from_random': _plain(control.conv1_from_random(w, w0)),
+        'conv1_from_random': clean(control.conv1_from_random(w, w0)),
         'w0': str(w0_path) if w0 is not None else None,
         'values': {'chromatic_fraction': np.concatenate(cfs).tolist(), 'frequency': np.concatenate(freqs).tolist()},
     }
-    _write_text(cache, json.dumps(_plain(result), indent=1, allow_nan=True))
+    _write_text(cache, json.dumps(clean(result), indent=1, allow_nan=True))
     return json.loads(cache.read_text())
 
 
@@ -345,21 +346,6 @@ def _init_tests(w0: np.ndarray, counts: Sequence[int], measure: str) -> Optional
     colour, freq = compare_values(cfs), compare_values(freqs)
     return {'p_value': colour['p_value'], 'frequency_p_value': freq['p_value'], 'effect_size': _eta(cfs),
             'frequency_effect_size': _eta(freqs)}
-
-
-def _plain(x: Any) -> Any:
-    """JSON-ready: numpy scalars and arrays to Python, NaN to None."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ---- the control and the summary -------------------------------------------------------------------------------------
@@ -406,7 +392,7 @@ def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[
                     'effect_size': bootstrap_mean(vals) if vals else None,
                     'above_control': None if c is None else sum(1 for v in vals if v > c['high']),
                     'control': c}
-        rows.append(_plain(row))
+        rows.append(clean(row))
     return rows
 
 
@@ -455,7 +441,7 @@ def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], s
            'effect_size': 'eta squared (between-tower / total sum of squares) of the per-kernel values',
            'measure': runs[0]['measure_label'] if runs else None, 'missing_runs': missing,
            'runs': public, 'summary': summary}
-    _write_text(out / 'sweep.json', json.dumps(_plain(doc), indent=2))
+    _write_text(out / 'sweep.json', json.dumps(clean(doc), indent=2))
     with replace_when_done(out / 'sweep.csv', True, 'while the sweep wrote it') as tmp, open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
