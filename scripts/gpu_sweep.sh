@@ -3,9 +3,11 @@
 # recipe's 16 epochs) and on the leaves data (64 px, 24 epochs), at the datasets' native sizes, for a machine with
 # CUDA whose python3 holds torch, torchvision, timm, matplotlib, safetensors, onnx and pyyaml (nothing installed).
 #   bash scripts/gpu_sweep.sh [OUT_DIR]      (default $OUT, else runs/gpu-sweep)
-# The tower counts train side by side (one `sweep --towers N` process each, same sweep folder); a last
+# Every run trains side by side with the others (one `sweep --towers N --first-seed S --seeds 1` process each, same
+# sweep folder, 2 CPU threads and one loader worker each: 12 processes on a 16-core machine); a last
 # `sweep --no-train` per dataset measures every complete run and writes the figures. Each dataset has its own time
-# limit (STEP_SECONDS, default 270 s): runs still training then are stopped and listed as missing, the rest reported.
+# limit (STEP_SECONDS, default 150 s): runs still training then are stopped and listed as missing, the rest reported.
+# DATASETS (default "demo-hard leaves") picks the datasets.
 # OUT_DIR gets what comes back from the device (at most 8 files): per dataset sweep-<dataset>.png, .json, .csv, and
 # gpu.txt with the card. The run folders stay in RUNS_DIR (default runs/gpu-sweep-runs).
 # TINY=1: a CPU smoke test of this script (demo-hard only, towers 1 2, one seed, one epoch, 64 px, fc_width 64,
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-runs/gpu-sweep}}
 runs=${RUNS_DIR:-runs/gpu-sweep-runs}
 py=${PYTHON:-python3}
-step=${STEP_SECONDS:-270}
+step=${STEP_SECONDS:-150}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$out" "$runs"
 status=0
@@ -29,7 +31,7 @@ else
         exit 2
     fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-    datasets=(demo-hard leaves); towers=(1 2 3 4); seeds=3; workers=3
+    read -r -a datasets <<< "${DATASETS:-demo-hard leaves}"; towers=(1 2 3 4); seeds=3; workers=1
     # native sizes; the recipes' schedules (cosine over the epochs), longer for leaves (still learning at 8)
     declare -A options=([demo-hard]='--epochs 16' [leaves]='--epochs 24')
 fi
@@ -50,17 +52,21 @@ train_per_class=12, val_per_class=4)" || { status=1; continue; }
     fi
     sweep_dir=$runs/$ds
     # shellcheck disable=SC2086  # the options are words
-    common=(--recipe "$rec" --seeds "$seeds" --out "$sweep_dir" -- ${options[$ds]} --workers "$workers" "${data_opt[@]}")
+    common=(--recipe "$rec" --out "$sweep_dir" -- ${options[$ds]} --workers "$workers" "${data_opt[@]}")
     pids=()
-    for n in "${towers[@]}"; do
-        timeout "$step" $py -m timm_alexnet_split sweep --towers "$n" "${common[@]}" \
-            > "$runs/$ds-towers$n.log" 2>&1 &
-        pids+=($!)
-        sleep 3  # the first process marks the sweep folder before the others look at it
+    for ((seed = 0; seed < seeds; seed++)); do
+        for n in "${towers[@]}"; do
+            OMP_NUM_THREADS=2 timeout "$step" $py -m timm_alexnet_split sweep --towers "$n" --first-seed "$seed" \
+                --seeds 1 "${common[@]}" > "$runs/$ds-towers$n-seed$seed.log" 2>&1 &
+            pids+=($!)
+            if [ ${#pids[@]} = 1 ]; then  # the first process marks the sweep folder before the others look at it
+                for _ in $(seq 100); do [ -f "$sweep_dir/sweep_plan.json" ] && break; sleep 0.2; done
+            fi
+        done
     done
     for p in "${pids[@]}"; do wait "$p" || echo "gpu_sweep: a $ds process ended with $? (see $runs/$ds-towers*.log)"; done
-    tail -n 3 "$runs/$ds"-towers*.log
-    $py -m timm_alexnet_split sweep --no-train --towers "${towers[@]}" "${common[@]}" 2>&1 | tee "$runs/$ds-summary.txt" \
+    tail -n 2 "$runs/$ds"-towers*.log
+    $py -m timm_alexnet_split sweep --no-train --towers "${towers[@]}" --seeds "$seeds" "${common[@]}" 2>&1 | tee "$runs/$ds-summary.txt" \
         || status=1
     for f in png json csv; do cp "$sweep_dir/sweep.$f" "$out/sweep-$ds.$f" 2>/dev/null || status=1; done
 done

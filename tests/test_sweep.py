@@ -168,3 +168,22 @@ def test_a_sweep_folder_refuses_other_train_options(swept, capsys):
     out, argv = swept
     assert cli.main([*argv, '--epochs', '2']) == 2
     assert 'different train options' in capsys.readouterr().err
+
+
+def test_first_seed_trains_only_its_seeds_so_processes_can_share_a_folder(tmp_path, monkeypatch, capsys):
+    from timm_alexnet_split import train
+    seen = []
+
+    def fake_main(argv):
+        seen.append((argv[argv.index('--experiment') + 1], argv[argv.index('--seed') + 1]))
+        return 0
+    monkeypatch.setattr(train, 'main', fake_main)
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    argv = ['sweep', '--recipe', str(recipe), '--towers', '1', '2', '--first-seed', '2', '--seeds', '1',
+            '--out', str(tmp_path / 'o')]
+    assert cli.main(argv) == 2  # the fake trainer leaves no complete run: said in one line after the first
+    assert seen == [('towers1-seed2', '2')]
+    assert 'towers1-seed2 ended without a complete run' in capsys.readouterr().err
+    assert cli.main([*argv[:-2], '--first-seed', '-1', '--out', str(tmp_path / 'p')]) == 2
+    assert '--first-seed must be >= 0' in capsys.readouterr().err

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--towers', type=int, nargs='+', default=[1, 2, 3, 4], metavar='N',
                    help='tower counts (default 1 2 3 4; include 1: the control is built from the one-tower runs)')
     p.add_argument('--seeds', type=int, default=3, metavar='K', help='seeds 0..K-1 per tower count (default 3)')
+    p.add_argument('--first-seed', type=int, default=0, metavar='F',
+                   help='start the seeds at F: seeds F..F+K-1 (default 0); lets several processes share one sweep '
+                        'folder, each training its own seeds, before one --no-train pass over all of them')
     p.add_argument('--out', type=Path, default=Path('runs/sweep'), help='sweep folder (default runs/sweep)')
     p.add_argument('--partitions', type=int, default=PARTITIONS,
                    help=f'random partitions per control (default {PARTITIONS}, at least {PARTITIONS})')
@@ -93,6 +96,8 @@ def check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
         raise UserError(f'--towers must be from 1 to {MAX_TOWERS} (conv1 has {MAX_TOWERS} kernels), got {bad}')
     if args.seeds < 1:
         raise UserError(f'--seeds must be >= 1, got {args.seeds}')
+    if args.first_seed < 0:
+        raise UserError(f'--first-seed must be >= 0, got {args.first_seed}')
     if args.partitions < PARTITIONS:
         raise UserError(f'--partitions must be at least {PARTITIONS}, got {args.partitions}')
     if not 0 < args.alpha < 1:
@@ -501,7 +506,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = {'recipe': str(args.recipe), 'recipe_sha256': hashlib.sha256(args.recipe.read_bytes()).hexdigest(),
             'train_options': extra}
     check_out(args.out, plan)
-    grid = [(n, s) for s in range(args.seeds) for n in towers]  # seed by seed: a partial sweep has every tower count
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    grid = [(n, s) for s in seeds for n in towers]  # seed by seed: a partial sweep has every tower count
     t0 = time.time()
     trained_seconds: List[float] = []
     missing: List[str] = []
