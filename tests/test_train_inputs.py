@@ -183,6 +183,25 @@ def test_ctrl_c_in_the_first_epoch_names_the_file_written_once(tmp_path):
     assert 'last.pth.tar' not in err and not (tmp_path / 'int' / 'last.pth.tar').exists()
 
 
+def test_sigterm_to_the_process_group_as_timeout_sends_it_stops_cleanly_with_a_worker(tmp_path):
+    """GNU timeout (and Slurm) signal the trainer and then its whole process group: the loader worker must not die
+    of it (the trainer would end in "DataLoader worker exited unexpectedly"), and the second delivery of the same
+    signal is not a second request (a second request stops at once, without saving)."""
+    data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
+
+    def like_timeout(proc):
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
+
+    code, err = interrupt_in_first_epoch(['--data-dir', data, *BASE_OPTS, '-b', '2', '--workers', '1', '--epochs', '3',
+                                          '--output', tmp_path, '--experiment', 'term'], like_timeout)
+    assert code == 128 + signal.SIGTERM, err
+    assert err.count('SIGTERM: stopping after this batch') == 1, err
+    assert 'Traceback' not in err and 'exited unexpectedly' not in err and 'killed by signal' not in err
+    assert (tmp_path / 'term' / 'recovery.pth.tar').is_file()
+
+
 def test_validate_on_only_unreadable_images_is_an_error_not_nan(one_epoch_cosine, tmp_path, capsys):
     for name in COLOURS:
         (tmp_path / 'validation' / name).mkdir(parents=True)

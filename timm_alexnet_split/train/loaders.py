@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -20,6 +21,35 @@ from ..shard_reader import wds_train_loader
 from .data import SkipNoneCollate, SkipUnreadable
 
 _logger = logging.getLogger('timm_alexnet_split.train')
+
+
+class _StopSignalsToMain:
+    """A loader worker's init: SIGINT and SIGTERM ignored, then the loader's own init. A stop signal sent to the
+    whole process group (`timeout`, Slurm's scancel, Ctrl-C) is the main process's to obey: it finishes the batch,
+    saves, and ends its workers itself. PyTorch's worker handler would let SIGTERM kill the worker, and the main
+    process would then die of "DataLoader worker exited unexpectedly" instead of saving. (Workers still end when the
+    main process goes: PyTorch's watchdog in each worker sees the parent gone.) A class, not a closure: picklable
+    for spawned workers."""
+
+    def __init__(self, init: Any) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        if self.init is not None:
+            self.init(worker_id)
+
+
+def leave_stop_signals_to_main(loader: Any) -> Any:
+    """``loader`` (a DataLoader, or timm's PrefetchLoader or our wrappers around one) with workers that ignore stop
+    signals (_StopSignalsToMain); returned for chaining. None passes through."""
+    inner = loader
+    while inner is not None and not isinstance(inner, torch.utils.data.DataLoader):
+        inner = inner.__dict__.get('loader')
+    if inner is not None and not isinstance(inner.worker_init_fn, _StopSignalsToMain):
+        inner.worker_init_fn = _StopSignalsToMain(inner.worker_init_fn)
+    return loader
 
 
 class PaperCrop:

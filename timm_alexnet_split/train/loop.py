@@ -50,13 +50,20 @@ class StopRequest:
         self.last_batch: Optional[int] = None  # the training batch after which the loop stopped
         self._old: Dict[int, Any] = {}
         self._pid = os.getpid()
+        self._when = 0.0
+
+    ECHO_SECONDS = 1.0  # the same signal again this soon is one request delivered twice, not a second one
 
     def _handle(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:  # a loader worker (forked with this handler): the main process stops and tells
             return
         if self.signum is not None:
+            # GNU timeout sends its signal to the command and then to the command's process group: two deliveries
+            # of one request, which must not turn a clean stop into an immediate one
+            if signum == self.signum and time.monotonic() - self._when < self.ECHO_SECONDS:
+                return
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._when = signum, time.monotonic()
         # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
         with contextlib.suppress(OSError):
             os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '

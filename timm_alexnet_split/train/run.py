@@ -39,7 +39,7 @@ from .collectives import PeerLost, agreed_signal, broadcast_from_primary, gather
 from .curves import plot_curves
 from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
-from .loaders import build_loaders, check_batches
+from .loaders import build_loaders, check_batches, leave_stop_signals_to_main
 from .logs import logging_to
 from .loop import Diverged, Interrupted, StopRequest, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
@@ -212,6 +212,8 @@ def _build_loaders(r: Run) -> None:
         r.eval_ds = SkipUnreadable(r.eval_ds, args.val_split, substitute=False)
     r.loader_train, r.loader_eval = build_loaders(args, r.data_config, r.device, r.train_ds, r.eval_ds,
                                                   r.model_dtype or torch.float32)
+    leave_stop_signals_to_main(r.loader_train)
+    leave_stop_signals_to_main(r.loader_eval)
     check_batches(r.loader_train, r.train_ds, args)
     r.pca = build_pca(args, r.data_config) if not args.no_aug else None
 
