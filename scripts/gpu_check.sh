@@ -7,7 +7,7 @@
 # machine's cores). The onnxruntime rows are CPU figures, measured on the CPU machine.
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default runs/gpu-check; `make gpu-check` does the same)
 # Ends with the data bench's ratios; full logs, bench.json and bench-data.json in OUT_DIR. Each step has its own
-# time limit, 9.5 min in all.
+# time limit, 7.5 min at most in all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -23,12 +23,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $py -c "import torch, timm, onnx, onnxruntime; print('torch', torch.__version__, '| timm', timm.__version__,
 '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)" | tee "$out/versions.txt" || status=1
 echo '== GPU tests (pytest -m gpu), then the placement tests (one case on cuda:0)'
-timeout 150 $py -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/pytest-gpu.txt" | tail -15 || status=1
-timeout 60 $py -m pytest -q -p no:cacheprovider tests/test_parallel.py 2>&1 | tee "$out/pytest-parallel.txt" \
+timeout 120 $py -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/pytest-gpu.txt" | tail -15 || status=1
+timeout 45 $py -m pytest -q -p no:cacheprovider tests/test_parallel.py 2>&1 | tee "$out/pytest-parallel.txt" \
     | tail -5 || status=1
 echo '== bench on the GPU'
 rm -f "$out/bench.json"  # bench never overwrites a result
-timeout 300 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
+timeout 200 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" || status=1
 echo '== bench --data: GPU decoding vs training images/s (bf16, batch 256), CPU pipelines per core'
 rm -f "$out/bench-data.json"

@@ -27,10 +27,23 @@ def _fwd_bwd(model, x, y):
     return out.detach().cpu(), {n: p.grad.detach().cpu() for n, p in model.named_parameters()}
 
 
+@pytest.fixture
+def full_fp32(monkeypatch):
+    """No TF32 in convolutions or matrix products while the test runs (CUDA's defaults allow it in convolutions)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False, raising=False)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision('highest')
+    yield
+    torch.set_float32_matmul_precision(precision)
+
+
 @pytest.mark.parametrize('name,devices', [('alexnet_split_2', ['cpu', 'cpu']), ('alexnet_split_3', ['cpu'] * 3)]
                          + ([('alexnet_split_2', ['cuda:0', 'cuda:0'])] if CUDA else []))
-def test_placed_equals_unplaced(name, devices):
+def test_placed_equals_unplaced(name, devices, full_fp32):
+    """Placing the towers changes where they run, not the maths: the reference runs unplaced on the first tower's
+    device (a CPU reference for a CUDA placement would test cuDNN against the CPU instead), in full fp32."""
     ref, placed = _pair(name)
+    ref.to(devices[0])
     place_towers(placed, devices)
     assert tower_devices(placed) == [torch.device(d) for d in devices]
     x = torch.rand(2, 3, 80, 80) * 255 - 120
