@@ -202,6 +202,28 @@ def test_sigterm_to_the_process_group_as_timeout_sends_it_stops_cleanly_with_a_w
     assert (tmp_path / 'term' / 'recovery.pth.tar').is_file()
 
 
+def test_a_loader_worker_killed_by_the_machine_ends_in_one_line_that_says_what_to_do(tmp_path, monkeypatch, capsys):
+    """The out-of-memory killer takes a loader worker (SIGKILL, which nothing can catch): one line naming the likely
+    cause and the remedy, exit 1, not PyTorch's traceback."""
+    from timm_alexnet_split.train import data as train_data
+    data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
+    parent = os.getpid()
+    real = train_data.SkipUnreadable.__getitem__
+
+    def killed_in_a_worker(self, index):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, index)
+    monkeypatch.setattr(train_data.SkipUnreadable, '__getitem__', killed_in_a_worker)
+    code = cli.main(['train', '--data-dir', str(data), *QUICK[:-2], '--workers', '1', '--epochs', '1',
+                     '--output', str(tmp_path), '--experiment', 'oom', '--model-kwargs', 'fc_width=64'])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if 'error:' in ln]
+    assert code == 1, err
+    assert len(lines) == 1 and 'a data-loader worker died' in lines[0] and 'fewer --workers' in lines[0], err
+    assert 'Traceback' not in err
+
+
 def test_validate_on_only_unreadable_images_is_an_error_not_nan(one_epoch_cosine, tmp_path, capsys):
     for name in COLOURS:
         (tmp_path / 'validation' / name).mkdir(parents=True)

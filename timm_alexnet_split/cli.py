@@ -111,6 +111,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f'{PROG} {name}: interrupted', file=sys.stderr)
         return 130
+    except RuntimeError as e:  # failures of the machine, not of the input or the code: one line that says what to do
+        line = machine_failure(e)
+        if line is None or debug:
+            raise
+        print(f'{PROG} {name}: error: {line}', file=sys.stderr)
+        return 1
+
+
+def machine_failure(e: BaseException) -> Optional[str]:
+    """What to tell the user for a failure of the machine under a command (a loader worker killed, the GPU out of
+    memory), or None for anything else (a bug: its traceback is the report)."""
+    first = (str(e).strip().splitlines() or [''])[0]
+    resume = ('; epochs completed before it are saved: the same command with --resume RUN/last.pth.tar goes on '
+              'from the last')
+    if 'DataLoader worker' in first and ('exited unexpectedly' in first or 'killed by signal' in first):
+        return (f'a data-loader worker died ({first.rstrip(". ")}); the usual cause is memory (the kernel\'s '
+                f'out-of-memory killer): use fewer --workers or a smaller --batch-size{resume}')
+    if type(e).__name__ == 'OutOfMemoryError' or first.startswith('CUDA out of memory'):
+        return f'the GPU ran out of memory ({first[:160]}); use a smaller --batch-size{resume}'
+    return None
 
 
 def models_main(argv: List[str]) -> int:
