@@ -83,6 +83,21 @@ def test_sweep_json_has_the_runs_and_summary_the_issue_lists(swept):
         assert c['partitions'] >= 1000 and c['one_tower_runs'] == 2 and 0 <= c['low'] <= c['mean'] <= c['high'] <= 1
 
 
+def test_the_greyest_towers_start_is_read_from_the_initial_kernels(swept):
+    from timm_alexnet_split.kernel_measures import chromatic_measures
+    out, _ = swept
+    doc = json.loads((out / 'sweep.json').read_text())
+    for r in doc['runs'][2:]:
+        w0 = np.load(out / r['run'] / 'conv1' / 'epoch_0000.npy')
+        start = [float(np.mean(chromatic_measures(w0[i * 48:(i + 1) * 48], None)[r['measure']])) for i in (0, 1)]
+        assert r['init_chromatic_fraction'] == pytest.approx(start)
+        greyest = int(np.argmin(r['chromatic_fraction']))
+        assert r['greyest_tower_start_rank'] == (1 if start[greyest] >= max(start) else 2)
+    assert 'greyest_tower_start_rank' not in doc['runs'][0]  # one tower: nothing to rank
+    ranks = doc['summary'][1]['greyest_tower_start_ranks']
+    assert set(ranks) == {'1', '2'} and sum(ranks.values()) == 2
+
+
 def test_eta_squared_is_recomputable_from_the_kernel_reports(swept):
     out, _ = swept
     run = json.loads((out / 'sweep.json').read_text())['runs'][2]

@@ -353,6 +353,24 @@ def _init_tests(w0: np.ndarray, counts: Sequence[int], measure: str) -> Optional
             'frequency_effect_size': _eta(freqs)}
 
 
+def start_order(analysis: Dict[str, Any]) -> Dict[str, Any]:
+    """Which tower ended greyest, and where it stood at the start: each tower's mean chromatic fraction on the
+    initial kernels (the run's measure) and the rank there of the tower with the lowest mean at the end (1 = the most
+    chromatic at the start). The paper's split is "independent of the initialisation, modulo a renumbering of the
+    GPUs": this asks whether the renumbering is decided by the initial kernels. Empty for one tower or no W0."""
+    from .kernel_measures import chromatic_measures
+    counts, w0_path = analysis.get('kernels_per_tower') or [], analysis.get('w0')
+    if len(counts) < 2 or not w0_path or not Path(w0_path).is_file():
+        return {}
+    w0 = np.load(w0_path)
+    edges = np.cumsum([0, *counts])
+    start = [float(np.nanmean(chromatic_measures(w0[a:b], None)[analysis['measure']]))
+             for a, b in zip(edges[:-1], edges[1:])]
+    greyest = int(np.nanargmin(analysis['chromatic_fraction']))
+    rank = 1 + sum(1 for v in start if v > start[greyest])
+    return {'init_chromatic_fraction': start, 'greyest_tower_start_rank': rank}
+
+
 # ---- the control and the summary -------------------------------------------------------------------------------------
 
 def controls(runs: Sequence[Dict[str, Any]], towers: Sequence[int], partitions: int) -> Dict[int, Dict[str, Any]]:
@@ -389,6 +407,8 @@ def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[
         if n >= 2:
             row['split_runs'] = sum(1 for r in mine if is_split(r, alpha))
             row['split_at_init_runs'] = sum(1 for r in mine if r.get('init') and is_split(r['init'], alpha))
+            ranks = [r['greyest_tower_start_rank'] for r in mine if r.get('greyest_tower_start_rank')]
+            row['greyest_tower_start_ranks'] = {str(k): ranks.count(k) for k in range(1, n + 1)}
             for axis, field, pfield, _ in AXES:
                 vals = [r[field] for r in mine if r[field] is not None]
                 c = (ctrl.get(n) or {}).get(axis)
@@ -409,7 +429,7 @@ def is_split(run: Dict[str, Any], alpha: float) -> bool:
 
 CSV_FIELDS = ['towers', 'seed', 'run', 'val_top1', 'train_seconds', 'measure', 'chromatic_fraction', 'frequency',
               'p_value', 'frequency_p_value', 'effect_size', 'frequency_effect_size', 'split', 'verdict',
-              'init_p_value', 'init_frequency_p_value',
+              'init_p_value', 'init_frequency_p_value', 'init_chromatic_fraction', 'greyest_tower_start_rank',
               'conv1_chromatic_mean', 'conv1_grey_share', 'conv1_lowpass_chromatic_mean', 'conv1_low_frequency_share',
               'conv1_relative_change', 'latent']
 
@@ -493,6 +513,10 @@ def print_table(runs: List[Dict[str, Any]], summary: List[Dict[str, Any]], alpha
             con = 'no one-tower runs' if c is None else (f'{c["mean"]:.3f} [{c["low"]:.3f}, {c["high"]:.3f}], '
                                                           f'{a["above_control"]} run(s) above')
             parts.append(f'{axis} {eff} vs control {con}')
+        ranks = s.get('greyest_tower_start_ranks') or {}
+        if any(ranks.values()):
+            parts.append('the greyest tower at the end ranked ' + ', '.join(f'{k}: {v}' for k, v in ranks.items())
+                         + ' by chromatic fraction at the start (1 = most chromatic)')
         print('; '.join(parts))
 
 
@@ -538,7 +562,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         a = analyse_run(run)
         runs.append({'towers': n, 'seed': s, 'run': run_name(n, s), 'val_top1': best_top1(run),
-                     'train_seconds': _wall(run), **{k: v for k, v in a.items() if k != 'towers'}})
+                     'train_seconds': _wall(run), **{k: v for k, v in a.items() if k != 'towers'}, **start_order(a)})
     if missing:
         print(f'{PROG}: warning: {len(missing)} run(s) missing, left out of the outputs: {", ".join(missing)}',
               file=sys.stderr)
