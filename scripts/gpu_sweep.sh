@@ -6,7 +6,9 @@
 # Every run trains side by side with the others (one `sweep --towers N --first-seed S --seeds 1` process each, same
 # sweep folder, 2 CPU threads and one loader worker each: 12 processes on a 16-core machine); a last
 # `sweep --no-train` per dataset measures every complete run and writes the figures. Each dataset has its own time
-# limit (STEP_SECONDS, default 150 s): runs still training then are stopped and listed as missing, the rest reported.
+# limit, sized from the H200 run of 2026-11-30 (12 runs side by side: demo-hard ~130 s a run, leaves ~11.6 s an
+# epoch): 170 s for demo-hard, 330 s for leaves, about 9 minutes in all; STEP_SECONDS sets one limit for both. Runs
+# still training at the limit are stopped (they save their last epoch) and listed as missing, the rest reported.
 # DATASETS (default "demo-hard leaves") picks the datasets.
 # OUT_DIR gets what comes back from the device (at most 8 files): per dataset sweep-<dataset>.png, .json, .csv, and
 # gpu.txt with the card. The run folders stay in RUNS_DIR (default runs/gpu-sweep-runs).
@@ -17,7 +19,6 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-runs/gpu-sweep}}
 runs=${RUNS_DIR:-runs/gpu-sweep-runs}
 py=${PYTHON:-python3}
-step=${STEP_SECONDS:-150}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$out" "$runs"
 status=0
@@ -36,6 +37,7 @@ else
     declare -A options=([demo-hard]='--epochs 16' [leaves]='--epochs 24')
 fi
 declare -A recipe=([demo-hard]=recipes/demo_hard.yaml [leaves]=recipes/leaves.yaml [demo]=recipes/demo.yaml)
+declare -A limit=([demo-hard]=170 [leaves]=330 [demo]=120)
 
 for ds in "${datasets[@]}"; do
     echo "== $ds: towers ${towers[*]} x $seeds seed(s), options: ${options[$ds]}"
@@ -51,6 +53,7 @@ train_per_class=12, val_per_class=4)" || { status=1; continue; }
         $py -m timm_alexnet_split demo-data --dataset "$ds" >/dev/null || { status=1; continue; }  # once, not per process
     fi
     sweep_dir=$runs/$ds
+    step=${STEP_SECONDS:-${limit[$ds]}}
     # shellcheck disable=SC2086  # the options are words
     common=(--recipe "$rec" --out "$sweep_dir" -- ${options[$ds]} --workers "$workers" "${data_opt[@]}")
     pids=()
