@@ -63,12 +63,13 @@ train_per_class=12, val_per_class=4)" || { status=1; continue; }
                 --seeds 1 "${common[@]}" > "$runs/$ds-towers$n-seed$seed.log" 2>&1 &
             pids+=($!)
             if [ ${#pids[@]} = 1 ]; then  # the first process marks the sweep folder before the others look at it
-                for _ in $(seq 100); do [ -f "$sweep_dir/sweep_plan.json" ] && break; sleep 0.2; done
+                while [ ! -f "$sweep_dir/sweep_plan.json" ] && kill -0 "${pids[0]}" 2>/dev/null; do sleep 0.2; done
             fi
         done
     done
     for p in "${pids[@]}"; do wait "$p" || echo "gpu_sweep: a $ds process ended with $? (see $runs/$ds-towers*.log)"; done
     tail -n 2 "$runs/$ds"-towers*.log
+    rm -f "$sweep_dir"/sweep.{json,csv,png}  # each process drew its own run; only the pass over all of them counts
     $py -m timm_alexnet_split sweep --no-train --towers "${towers[@]}" --seeds "$seeds" "${common[@]}" 2>&1 | tee "$runs/$ds-summary.txt" \
         || status=1
     for f in png json csv; do cp "$sweep_dir/sweep.$f" "$out/sweep-$ds.$f" 2>/dev/null || status=1; done

@@ -38,12 +38,15 @@ def full_fp32(monkeypatch):
 
 
 @pytest.mark.parametrize('name,devices', [('alexnet_split_2', ['cpu', 'cpu']), ('alexnet_split_3', ['cpu'] * 3)]
-                         + ([('alexnet_split_2', ['cuda:0', 'cuda:0'])] if CUDA else []))
+                         + ([('alexnet_split_2', ['cuda:0', 'cuda:0']), ('alexnet_split_2', ['cuda:0', 'cpu'])]
+                            if CUDA else []))
 def test_placed_equals_unplaced(name, devices, full_fp32):
-    """Placing the towers changes where they run, not the maths: the reference runs unplaced on the first tower's
-    device (a CPU reference for a CUDA placement would test cuDNN against the CPU instead), in full fp32."""
+    """Placing the towers changes where they run, not the maths: the same outputs and gradients as the unplaced model,
+    in full fp32 (cuDNN's default TF32 convolutions differ from the CPU by more than the tolerance). The reference
+    runs on the CPU when a tower does (towers on two devices: data crosses between them), else on the towers'
+    device."""
     ref, placed = _pair(name)
-    ref.to(devices[0])
+    ref.to('cpu' if 'cpu' in devices else devices[0])
     place_towers(placed, devices)
     assert tower_devices(placed) == [torch.device(d) for d in devices]
     x = torch.rand(2, 3, 80, 80) * 255 - 120

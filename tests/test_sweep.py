@@ -98,6 +98,27 @@ def test_the_greyest_towers_start_is_read_from_the_initial_kernels(swept):
     assert set(ranks) == {'1', '2'} and sum(ranks.values()) == 2
 
 
+def test_start_order_ranks_the_greyest_tower_and_gives_no_rank_it_cannot_give(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = rng.normal(size=(48, 3, 11, 11))
+    grey = np.repeat(rng.normal(size=(48, 1, 11, 11)), 3, axis=1)  # chromatic fraction 0 on every measure
+    run = tmp_path / 'towers2-seed0'
+    (run / 'conv1').mkdir(parents=True)
+    np.save(run / 'conv1' / 'epoch_0000.npy', np.concatenate([colour, grey]))
+    a = {'kernels_per_tower': [48, 48], 'measure': 'band', 'chromatic_fraction': [0.2, 0.8]}
+    got = sweep.start_order(run, a)
+    assert got['init_chromatic_fraction'][0] > 0.5 and got['init_chromatic_fraction'][1] == pytest.approx(0, abs=1e-9)
+    assert got['greyest_tower_start_rank'] == 1  # the tower that started colourful ended greyest
+    assert sweep.start_order(run, {**a, 'chromatic_fraction': [0.8, 0.2]})['greyest_tower_start_rank'] == 2
+    assert sweep.start_order(run, {**a, 'chromatic_fraction': [0.5, 0.5]}) == {}  # a tie: no greyest tower
+    assert sweep.start_order(run, {**a, 'chromatic_fraction': [None, 0.5]}) == {}
+    assert sweep.start_order(run, {**a, 'kernels_per_tower': [96]}) == {}
+    np.save(run / 'conv1' / 'epoch_0000.npy', np.concatenate([colour, np.zeros_like(grey)]))  # a dead tower: NaN
+    assert sweep.start_order(run, a) == {}
+    (run / 'conv1' / 'epoch_0000.npy').unlink()
+    assert sweep.start_order(run, a) == {}
+
+
 def test_eta_squared_is_recomputable_from_the_kernel_reports(swept):
     out, _ = swept
     run = json.loads((out / 'sweep.json').read_text())['runs'][2]

@@ -112,24 +112,36 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{PROG} {name}: interrupted', file=sys.stderr)
         return 130
     except RuntimeError as e:  # failures of the machine, not of the input or the code: one line that says what to do
-        line = machine_failure(e)
+        line = machine_failure(e, name)
         if line is None or debug:
             raise
         print(f'{PROG} {name}: error: {line}', file=sys.stderr)
         return 1
 
 
-def machine_failure(e: BaseException) -> Optional[str]:
-    """What to tell the user for a failure of the machine under a command (a loader worker killed, the GPU out of
-    memory), or None for anything else (a bug: its traceback is the report)."""
-    first = (str(e).strip().splitlines() or [''])[0]
-    resume = ('; epochs completed before it are saved: the same command with --resume RUN/last.pth.tar goes on '
-              'from the last')
-    if 'DataLoader worker' in first and ('exited unexpectedly' in first or 'killed by signal' in first):
-        return (f'a data-loader worker died ({first.rstrip(". ")}); the usual cause is memory (the kernel\'s '
-                f'out-of-memory killer): use fewer --workers or a smaller --batch-size{resume}')
+RESUME_HINTS = {
+    'train': '; epochs completed before it are saved: the same command with --resume RUN/last.pth.tar goes on',
+    'sweep': '; epochs completed before it are saved: the same sweep command resumes the run',
+    'demo': '; epochs completed before it are saved: the same command resumes the run',
+}
+
+
+def machine_failure(e: BaseException, command: str) -> Optional[str]:
+    """What to tell the user of ``command`` for a failure of the machine under it (a loader worker killed for
+    memory, shared memory too small, the GPU out of memory), or None for anything else: a worker that crashed
+    (a segfault) or any other error is a bug, and its traceback is the report."""
+    first = (str(e).strip().splitlines() or [''])[0].rstrip('. ')
+    hint = RESUME_HINTS.get(command, '')
+    if 'DataLoader worker' in first:
+        if 'Bus error' in first:
+            return (f'a data-loader worker died ({first}): shared memory (/dev/shm) is too small for the batches; '
+                    f'enlarge it (docker run --shm-size=8g) or use fewer --workers{hint}')
+        if 'exited unexpectedly' in first or 'signal: Killed' in first:
+            return (f'a data-loader worker died ({first}); the usual cause is memory (the kernel\'s out-of-memory '
+                    f'killer): use fewer --workers or a smaller --batch-size{hint}')
+        return None
     if type(e).__name__ == 'OutOfMemoryError' or first.startswith('CUDA out of memory'):
-        return f'the GPU ran out of memory ({first[:160]}); use a smaller --batch-size{resume}'
+        return f'the GPU ran out of memory ({first[:160]}); use a smaller --batch-size{hint}'
     return None
 
 

@@ -353,20 +353,26 @@ def _init_tests(w0: np.ndarray, counts: Sequence[int], measure: str) -> Optional
             'frequency_effect_size': _eta(freqs)}
 
 
-def start_order(analysis: Dict[str, Any]) -> Dict[str, Any]:
+def start_order(run: Path, analysis: Dict[str, Any]) -> Dict[str, Any]:
     """Which tower ended greyest, and where it stood at the start: each tower's mean chromatic fraction on the
-    initial kernels (the run's measure) and the rank there of the tower with the lowest mean at the end (1 = the most
-    chromatic at the start). The paper's split is "independent of the initialisation, modulo a renumbering of the
-    GPUs": this asks whether the renumbering is decided by the initial kernels. Empty for one tower or no W0."""
+    initial kernels (``run/conv1/epoch_0000.npy``, the run's measure) and the rank there of the tower with the lowest
+    mean at the end (1 = the most chromatic at the start). The paper's split is "independent of the initialisation,
+    modulo a renumbering of the GPUs": this asks whether the initial kernels decide the numbering. Empty for one
+    tower, no W0, a mean that is not finite, or a tie for the greyest at the end (no rank to give)."""
     from .kernel_measures import chromatic_measures
-    counts, w0_path = analysis.get('kernels_per_tower') or [], analysis.get('w0')
-    if len(counts) < 2 or not w0_path or not Path(w0_path).is_file():
+    counts, w0_path = analysis.get('kernels_per_tower') or [], run / 'conv1' / 'epoch_0000.npy'
+    if len(counts) < 2 or not w0_path.is_file():
         return {}
     w0 = np.load(w0_path)
+    if w0.shape[0] != sum(counts):
+        return {}
     edges = np.cumsum([0, *counts])
-    start = [float(np.nanmean(chromatic_measures(w0[a:b], None)[analysis['measure']]))
-             for a, b in zip(edges[:-1], edges[1:])]
-    greyest = int(np.nanargmin(analysis['chromatic_fraction']))
+    values = [chromatic_measures(w0[a:b], None)[analysis['measure']] for a, b in zip(edges[:-1], edges[1:])]
+    start = [float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float('nan') for v in values]
+    end = [np.nan if v is None else float(v) for v in analysis['chromatic_fraction']]
+    if not (np.isfinite(start).all() and np.isfinite(end).all()) or end.count(min(end)) > 1:
+        return {}
+    greyest = end.index(min(end))
     rank = 1 + sum(1 for v in start if v > start[greyest])
     return {'init_chromatic_fraction': start, 'greyest_tower_start_rank': rank}
 
@@ -562,7 +568,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         a = analyse_run(run)
         runs.append({'towers': n, 'seed': s, 'run': run_name(n, s), 'val_top1': best_top1(run),
-                     'train_seconds': _wall(run), **{k: v for k, v in a.items() if k != 'towers'}, **start_order(a)})
+                     'train_seconds': _wall(run), **{k: v for k, v in a.items() if k != 'towers'}, **start_order(run, a)})
     if missing:
         print(f'{PROG}: warning: {len(missing)} run(s) missing, left out of the outputs: {", ".join(missing)}',
               file=sys.stderr)

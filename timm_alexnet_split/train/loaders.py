@@ -46,7 +46,10 @@ def leave_stop_signals_to_main(loader: Any) -> Any:
     signals (_StopSignalsToMain); returned for chaining. None passes through."""
     inner = loader
     while inner is not None and not isinstance(inner, torch.utils.data.DataLoader):
-        inner = inner.__dict__.get('loader')
+        inner = getattr(inner, '__dict__', {}).get('loader')
+    if inner is None and loader is not None:
+        raise TypeError(f'{type(loader).__name__} holds no torch DataLoader (in .loader) to give its workers the '
+                        'stop-signal rule')
     if inner is not None and not isinstance(inner.worker_init_fn, _StopSignalsToMain):
         inner.worker_init_fn = _StopSignalsToMain(inner.worker_init_fn)
     return loader

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -67,7 +67,7 @@ class StopRequest:
         # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
         with contextlib.suppress(OSError):
             os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
-                        '(signal again to stop at once)\n'.encode())
+                        '(signal again, a second later, to stop at once)\n'.encode())
 
     def __enter__(self) -> 'StopRequest':
         if threading.current_thread() is threading.main_thread():
@@ -82,6 +82,26 @@ class StopRequest:
     def check(self) -> None:
         if self.signum is not None:
             raise Interrupted(self.signum)
+
+
+def _batches(loader: Any, stop: Optional[StopRequest]) -> Iterator[Any]:
+    """The loader's batches. A loader worker killed by a stop signal that reached it too (in the moment after it
+    starts and before it ignores such signals: train.loaders.leave_stop_signals_to_main) ends the loop as the stop
+    does, after the last batch trained, not as a crash."""
+    it = iter(loader)
+    done = 0
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if stop is None or stop.signum is None or 'DataLoader worker' not in str(e):
+                raise
+            stop.last_batch = done - 1 if done else stop.last_batch
+            raise Interrupted(stop.signum) from None
+        yield batch
+        done += 1
 
 
 def _progress(iterable: Any, total: int, desc: str) -> Any:
@@ -124,7 +144,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     meters = _EpochMeters(num_updates=epoch * updates_per_epoch)
     optimizer.zero_grad()
     bar = _progress(loader, n, f'train {epoch}')
-    for batch_idx, (input, target) in enumerate(bar):
+    for batch_idx, (input, target) in enumerate(_batches(bar, stop)):
         last_batch = batch_idx == n - 1
         need_update = last_batch or (batch_idx + 1) % accum == 0
         update_idx = batch_idx // accum
@@ -265,7 +285,7 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
         mean = torch.tensor([m * 255 for m in data_config['mean']], device=device).view(1, -1, 1, 1)
         std = torch.tensor([s * 255 for s in data_config['std']], device=device).view(1, -1, 1, 1)
     with torch.inference_mode():
-        for input, target in _progress(loader, len(loader), desc):
+        for input, target in _batches(_progress(loader, len(loader), desc), stop):
             if target.shape[0] == 0:
                 continue
             if ten_crop:
