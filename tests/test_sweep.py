@@ -223,3 +223,23 @@ def test_first_seed_trains_only_its_seeds_so_processes_can_share_a_folder(tmp_pa
     assert 'towers1-seed2 ended without a complete run' in capsys.readouterr().err
     assert cli.main([*argv[:-2], '--first-seed', '-1', '--out', str(tmp_path / 'p')]) == 2
     assert '--first-seed must be >= 0' in capsys.readouterr().err
+
+
+def test_factor_accuracy_script_agrees_with_the_trainers_validation_top1(swept, capsys):
+    """scripts/factor_accuracy.py (docs/science.md's per-cue accuracies) evaluates as the trainer does."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / 'scripts' / 'factor_accuracy.py'
+    spec = importlib.util.spec_from_file_location('factor_accuracy', path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out, _ = swept
+    run = out / 'towers2-seed1'
+    data = out.parent / 'data'
+    model, args = script.load_run(run)
+    acc = script.factor_accuracy(model, args, data, 'validation')
+    best = max(float(r['eval_top1']) for r in csv.DictReader(open(run / 'summary.csv')))
+    assert acc['top-1'][0] * 100 == pytest.approx(best) and acc['top-1'][1] == 0.5
+    assert acc['factor 1'] == acc['top-1']  # one factor per class name here: the class itself
+    assert script.main([str(out / 'nothing')]) == 2
+    assert 'not a training run folder' in capsys.readouterr().err
