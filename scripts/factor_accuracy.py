@@ -4,8 +4,8 @@ leaves `green-blue-045-fine` = centre hue x surround hue x texture orientation x
 
     python scripts/factor_accuracy.py RUN_DIR [RUN_DIR ...] [--data-dir DIR] [--split validation]
 
-For each training run folder: the model from its args.yaml and best weights (model_best.safetensors, else
-last.safetensors), the evaluation transform timm builds from the run's own image size and crop, and per factor
+For each training run folder: the model and best checkpoint as `validate` reads them (checkpoint.read_run),
+the evaluation transform timm builds from the run's own image size and crop, and per factor
 the share of validation images whose predicted class has the right value of that factor, next to that factor's
 chance level. A factor at chance means the network has not learned that cue (docs/science.md uses this to tell
 "learned hue, not yet orientation" apart from the converse).
@@ -21,37 +21,29 @@ import numpy as np
 import timm
 import torch
 import yaml
-from safetensors.torch import load_file
 from timm.data import create_transform, resolve_data_config
 from torchvision.datasets import ImageFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import timm_alexnet_split  # noqa: E402,F401  (registers the models)
-from timm_alexnet_split.checkpoint import load_into  # noqa: E402
+from timm_alexnet_split.checkpoint import RunInfo, load_checkpoint_file, load_into, read_run  # noqa: E402
 from timm_alexnet_split.errors import UserError  # noqa: E402
 
 
 def load_run(run: Path) -> tuple:
-    """(model in eval mode, the run's args) from a training run folder."""
-    args_file = run / 'args.yaml'
-    if not args_file.is_file():
+    """(model in eval mode, what the run folder says of it: checkpoint.RunInfo) from a training run folder."""
+    if not (run / 'args.yaml').is_file():
         raise UserError(f'{run} is not a training run folder (no args.yaml)')
-    args = yaml.safe_load(args_file.read_text())
-    weights = next((run / f for f in ('model_best.safetensors', 'last.safetensors') if (run / f).is_file()), None)
-    if weights is None:
-        raise UserError(f'{run} has no model_best.safetensors or last.safetensors')
-    model = timm.create_model(args['model'], num_classes=args['num_classes'], **(args.get('model_kwargs') or {}))
-    load_into(model, load_file(weights), args['model'], str(weights))
-    return model.eval(), args
+    info = read_run(run)
+    model = timm.create_model(info.model, num_classes=info.num_classes, **info.model_kwargs)
+    state_dict, _ = load_checkpoint_file(info.checkpoint)
+    load_into(model, state_dict, info.model, str(info.checkpoint))
+    return model.eval(), info
 
 
-def factor_accuracy(model: torch.nn.Module, args: Dict, data_dir: Path, split: str) -> Dict[str, tuple]:
+def factor_accuracy(model: torch.nn.Module, info: RunInfo, data_dir: Path, split: str) -> Dict[str, tuple]:
     """{'top-1': (accuracy, chance), factor i: (accuracy, chance)} on ``data_dir/split``."""
-    overrides = {k: args[k] for k in ('img_size', 'crop_pct', 'interpolation', 'mean', 'std') if args.get(k)}
-    if 'img_size' in overrides:
-        size = overrides.pop('img_size')
-        overrides['input_size'] = (3, size, size)
-    cfg = resolve_data_config(overrides, model=model)
+    cfg = resolve_data_config(info.data_args(), model=model)
     ds = ImageFolder(str(data_dir / split), transform=create_transform(**cfg, is_training=False))
     loader = torch.utils.data.DataLoader(ds, batch_size=128, num_workers=0)
     with torch.inference_mode():
@@ -76,11 +68,11 @@ def main(argv: List[str]) -> int:
     a = p.parse_args(argv)
     try:
         for run in a.runs:
-            model, args = load_run(run)
-            data = a.data_dir or Path(args.get('data_dir') or '')
+            model, info = load_run(run)
+            data = a.data_dir or Path((yaml.safe_load((run / 'args.yaml').read_text()) or {}).get('data_dir') or '')
             if not (data / a.split).is_dir():
                 raise UserError(f'no {a.split} split under {data}; pass --data-dir')
-            acc = factor_accuracy(model, args, data, a.split)
+            acc = factor_accuracy(model, info, data, a.split)
             print(f'{run.name}: ' + ', '.join(f'{k} {v:.3f} (chance {c:.3f})' for k, (v, c) in acc.items()))
     except UserError as e:
         print(f'factor_accuracy: error: {e}', file=sys.stderr)

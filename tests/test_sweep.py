@@ -236,8 +236,8 @@ def test_factor_accuracy_script_agrees_with_the_trainers_validation_top1(swept, 
     out, _ = swept
     run = out / 'towers2-seed1'
     data = out.parent / 'data'
-    model, args = script.load_run(run)
-    acc = script.factor_accuracy(model, args, data, 'validation')
+    model, info = script.load_run(run)
+    acc = script.factor_accuracy(model, info, data, 'validation')
     best = max(float(r['eval_top1']) for r in csv.DictReader(open(run / 'summary.csv')))
     assert acc['top-1'][0] * 100 == pytest.approx(best) and acc['top-1'][1] == 0.5
     assert acc['factor 1'] == acc['top-1']  # one factor per class name here: the class itself
