@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_alexnet_split import cli, decode, shard_reader, shards, train
+from timm_alexnet_split import cli, shard_reader, shards, train
 from timm_alexnet_split.errors import UserError
 
 CLASSES = ('ant', 'bee', 'cow')
@@ -255,7 +255,11 @@ def test_two_workers_see_each_training_sample_once_per_epoch(even):
         assert sorted(ids) == list(range(16)), ids
         orders.append(ids)
     assert orders[0] != orders[1]  # a new shuffle each epoch
-    assert 'do not divide' in shard_reader.wds_epoch_note(train_ds, 1, 3, 4)
+    # 3 readers hold 8, 4 and 4 samples: in batches of 3 they train 6 + 3 + 3, each once, and the note says so
+    note = shard_reader.wds_epoch_note(train_ds, 1, 3, 3)
+    assert note.startswith('4 of the 16 training samples (25.0%) are left out of each epoch'), note
+    # timm's own reader (shards made by others) draws some samples twice instead: its note says that
+    assert 'do not divide' in shard_reader.even_split_note({'shard_lengths': [4] * 4}, 1, 3, 4)
 
 
 def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
@@ -264,7 +268,7 @@ def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
     cfg = {'input_size': (3, 28, 28), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0,) * 3,
            'std': (1 / 255,) * 3}  # 0-255 pixels out
     ev = train.data.create_split_dataset(args, 'validation', False, None, 'validation')
-    loader, loader_eval = decode.device_decode_loaders(args, cfg, torch.device('cpu'), ev, torch.float32)
+    loader, loader_eval = train.loaders.device_decode_loaders(args, cfg, torch.device('cpu'), ev, torch.float32)
     assert len(loader) == 4
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
@@ -283,20 +287,21 @@ def test_gpu_decode_path_runs_on_cpu_and_shows_each_sample_once(even):
 def test_gpu_decode_without_cuda_says_so_in_one_line_and_refuses_what_it_cannot_do(even, caplog):
     out, _ = even
     args = _args(out, '--decode', 'gpu')
-    with caplog.at_level('WARNING', logger='timm_alexnet_split.decode'):
-        assert decode.decode_mode(args, torch.device('cpu')) == 'cpu'
+    with caplog.at_level('WARNING', logger='timm_alexnet_split.train'):
+        assert train.loaders.decode_mode(args, torch.device('cpu')) == 'cpu'
     assert [r.getMessage() for r in caplog.records if 'no CUDA' in r.getMessage()]
     with pytest.raises(UserError, match='--paper-crop'):
-        decode.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu']), torch.device('cpu'))
+        train.loaders.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu']), torch.device('cpu'))
     with pytest.raises(UserError, match='--color-jitter'):
-        decode.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu', '--paper-crop']),
+        train.loaders.decode_mode(train.parse_args(['--dataset', 'wds/x', '--decode', 'gpu', '--paper-crop']),
                            torch.device('cpu'))
 
 
 def test_shard_bytes_shares_out_shards_by_rank_with_equal_batches():
     entry = {'filenames': [f'{i}.tar' for i in range(5)], 'shard_lengths': [4, 4, 4, 4, 3]}
     ranks = [shard_reader.ShardBytes('/x', entry, 2, True, workers=1, rank=r, world=2) for r in range(2)]
-    assert [len(r) for r in ranks] == [4, 4]  # rank 0 has 11 samples (5 batches), rank 1 8: both run 4
+    assert [r.steps for r in ranks] == [4, 4]  # rank 0 has 11 samples (5 batches), rank 1 8: both run 4
+    assert [len(r) for r in ranks] == [6, 4]  # what the readers yield, their last partial batch included
     assert ranks[0].dropped == 19 - 16
     single = shard_reader.ShardBytes('/x', entry, 2, False, workers=2)
     assert len(single) == 6 + 4  # evaluation keeps the partial batches: 11 -> 6, 8 -> 4

@@ -60,68 +60,178 @@ def _centre(n: int, k: int) -> int:
     return int(round((n - k) / 2.0))  # torchvision CenterCrop's rounding
 
 
-def crop_flip_normalise(images: Sequence[torch.Tensor], size: Tuple[int, int], scale: int, train: bool,
-                        mean: Sequence[float], std: Sequence[float], hflip: float = 0.5,
-                        dtype: torch.dtype = torch.float32, generator: Optional[torch.Generator] = None,
-                        offsets: Optional[torch.Tensor] = None, flips: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A normalised batch (N, 3, h, w) from uint8 images on one device.
+def _squash(img: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """A uint8 image resized to exactly ``size`` (timm's no-aug training transform: Resize((h, w)))."""
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    out = F.interpolate(img[None].float(), size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
-    Training: shorter side to ``scale``, centre ``scale`` square, random ``size`` crop, flip with probability
-    ``hflip`` (timm's --paper-crop). Evaluation: shorter side to ``scale``, centre ``size`` crop (timm's eval
-    transform). ``mean``/``std`` in 0-1 units as timm's. ``offsets`` (N, 2) of (top, left) in the square and
-    ``flips`` (N,) bool replace the random draws (tests)."""
+
+def _draws(n: int, size: Tuple[int, int], scale: int, hflip: float, generator: Optional[torch.Generator],
+           offsets: Optional[torch.Tensor], flips: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets (N, 2) in the centre square and flips (N,): the given ones, or random draws."""
     h, w = size
-    n = len(images)
-    device = images[0].device if n else torch.device('cpu')
-    if train and offsets is None:
+    if offsets is None:
         offsets = torch.stack([torch.randint(0, scale - h + 1, (n,), generator=generator),
                                torch.randint(0, scale - w + 1, (n,), generator=generator)], 1)
-    if train and flips is None:
+    if flips is None:
         flips = torch.rand(n, generator=generator) < hflip
-    out = torch.empty((n, 3, h, w), dtype=torch.uint8, device=device)
+    return offsets, flips
+
+
+def _crop_corners(images: Sequence[torch.Tensor], size: Tuple[int, int], scale: int, train: bool,
+                  offsets: Optional[torch.Tensor]) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """Each image resized (shorter side to ``scale``) and the (top, left) of its crop: the training crop's offset
+    in the centre square, or the centre crop."""
+    h, w = size
+    resized, corners = [], []
     for i, img in enumerate(images):
         img = resize_shorter(img, scale)
         ih, iw = img.shape[-2:]
         if train:
-            top, left = _centre(ih, scale) + int(offsets[i, 0]), _centre(iw, scale) + int(offsets[i, 1])
+            corners.append((_centre(ih, scale) + int(offsets[i, 0]), _centre(iw, scale) + int(offsets[i, 1])))
         else:
-            top, left = _centre(ih, h), _centre(iw, w)
-        crop = img[:, top:top + h, left:left + w]
-        out[i] = crop.flip(-1) if train and bool(flips[i]) else crop
-    m = torch.tensor([255 * v for v in mean], device=device).view(1, 3, 1, 1)
-    s = torch.tensor([255 * v for v in std], device=device).view(1, 3, 1, 1)
-    return out.float().sub_(m).div_(s).to(dtype)
+            corners.append((_centre(ih, h), _centre(iw, w)))
+        resized.append(img)
+    return resized, torch.tensor(corners, dtype=torch.long).view(-1, 2)
+
+
+def _gather_crops(stack: torch.Tensor, corners: torch.Tensor, size: Tuple[int, int],
+                  flips: Optional[torch.Tensor]) -> torch.Tensor:
+    """Crops of a uint8 batch (N, 3, H, W) at ``corners`` (N, 2), mirrored where ``flips``: one gather for the
+    whole batch, (N, h, w, 3) (channels last)."""
+    h, w = size
+    dev = stack.device
+    corners = corners.to(dev)
+    rows = corners[:, :1] + torch.arange(h, device=dev)
+    cols = torch.arange(w, device=dev).expand(len(stack), w)
+    if flips is not None:
+        cols = torch.where(flips.to(dev)[:, None], (w - 1) - cols, cols)
+    cols = corners[:, 1:] + cols
+    n = torch.arange(len(stack), device=dev)[:, None, None]
+    return stack[n, :, rows[:, :, None], cols[:, None, :]]
+
+
+def crop_flip_normalise(images: Sequence[torch.Tensor], size: Tuple[int, int], scale: int, train: bool,
+                        mean: Sequence[float], std: Sequence[float], hflip: float = 0.5,
+                        dtype: torch.dtype = torch.float32, generator: Optional[torch.Generator] = None,
+                        offsets: Optional[torch.Tensor] = None, flips: Optional[torch.Tensor] = None,
+                        no_aug: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """A normalised batch (N, 3, h, w) from uint8 images on one device.
+
+    Training: shorter side to ``scale``, centre ``scale`` square, random ``size`` crop, flip with probability
+    ``hflip`` (timm's --paper-crop). Evaluation: shorter side to ``scale``, centre ``size`` crop (timm's eval
+    transform). ``no_aug`` (training): resized to ``size`` (timm's no-aug training transform). ``mean``/``std`` in
+    0-1 units as timm's. ``offsets`` (N, 2) of (top, left) in the square and ``flips`` (N,) bool replace the
+    random draws (tests). Images of one size are cropped in one gather; ``channels_last`` returns the batch in
+    that memory format at no cost (the gather writes it so)."""
+    n = len(images)
+    device = images[0].device if n else torch.device('cpu')
+    if no_aug:
+        images, corners, flips, train = [_squash(img, size) for img in images], torch.zeros(n, 2, dtype=torch.long), \
+            None, False
+    else:
+        if train:
+            offsets, flips = _draws(n, size, scale, hflip, generator, offsets, flips)
+        else:
+            flips = None
+        images, corners = _crop_corners(images, size, scale, train, offsets)
+    if n and all(img.shape == images[0].shape for img in images):
+        crops = _gather_crops(torch.stack(list(images)), corners, size, flips)
+    else:  # images of several sizes (keep-aspect shards): one crop each
+        h, w = size
+        crops = torch.empty((n, h, w, 3), dtype=torch.uint8, device=device)
+        for i, img in enumerate(images):
+            top, left = (int(v) for v in corners[i])
+            crop = img[:, top:top + h, left:left + w]
+            crops[i] = (crop.flip(-1) if flips is not None and bool(flips[i]) else crop).permute(1, 2, 0)
+    m = torch.tensor([255 * v for v in mean], device=device)
+    s = torch.tensor([255 * v for v in std], device=device)
+    out = crops.float().sub_(m).div_(s).to(dtype).permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
 
 
 class DeviceDecodeLoader:
     """Normalised batches on ``device`` from a loader of (JPEG byte tensors, labels) batches (shard_reader.ShardBytes).
 
     Quacks like timm's PrefetchLoader for the trainer: iterating gives (input, target) on the device, ``len`` the
-    batches per epoch, ``sampler.set_epoch`` a new shuffle, ``dataset`` the byte dataset."""
+    batches per epoch, ``sampler.set_epoch`` a new shuffle, ``dataset`` the byte dataset. Training batches are made
+    whole first (shard_reader.whole_batches): an epoch trains on every sample but fewer than one batch.
+
+    On CUDA the batches are decoded and cropped on a stream of their own, one batch ahead of the training step, and
+    handed to the step's stream with an event. Before each decode that stream is synchronised with the host:
+    nvJPEG (torchvision's decode_jpeg on CUDA) writes its output before work already queued on the stream has
+    run, into memory the caching allocator may have just recycled from that work (pytorch/vision#9606). On the
+    training stream that corrupted the step's tensors (NaN losses after a few batches, 2026-12 H200 report); on a
+    stream of its own, whose blocks the step never holds (record_stream), only the decoder's own queue is at risk,
+    and the synchronisation covers it."""
 
     def __init__(self, loader: Any, device: torch.device, size: Tuple[int, int], scale: int, train: bool,
-                 mean: Sequence[float], std: Sequence[float], hflip: float = 0.5, dtype: torch.dtype = torch.float32):
+                 mean: Sequence[float], std: Sequence[float], hflip: float = 0.5, dtype: torch.dtype = torch.float32,
+                 no_aug: bool = False, channels_last: bool = False):
         self.loader, self.device, self.size, self.scale, self.train = loader, device, tuple(size), scale, train
         self.mean, self.std, self.hflip, self.dtype = tuple(mean), tuple(std), hflip, dtype
+        self.no_aug, self.channels_last = no_aug, channels_last
         self.skipped = 0
         self.dataset = loader.dataset
         self.sampler = loader.dataset  # has set_epoch: the trainer calls loader.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.dataset.steps if self.train else len(self.loader)
+
+    def _batches(self) -> Iterator[Tuple[List[torch.Tensor], torch.Tensor]]:
+        if not self.train:
+            return iter(self.loader)
+        from .shard_reader import whole_batches
+        return whole_batches(self.loader, self.dataset.batch_size, len(self))
+
+    def _decode(self, data: List[torch.Tensor], target: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """One batch decoded, cropped and normalised on the device; None when no image in it decodes."""
+        images, ok = decode_batch(data, self.device)
+        if len(ok) < len(data):
+            self.skipped += len(data) - len(ok)
+            _logger.warning(f'skipped {len(data) - len(ok)} undecodable image(s) in a batch')
+            target = target[ok]
+        if not images:
+            return None
+        x = crop_flip_normalise(images, self.size, self.scale, self.train, self.mean, self.std, self.hflip,
+                                self.dtype, no_aug=self.no_aug and self.train, channels_last=self.channels_last)
+        return x, target.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for data, target in self.loader:
-            images, ok = decode_batch(data, self.device)
-            if len(ok) < len(data):
-                self.skipped += len(data) - len(ok)
-                _logger.warning(f'skipped {len(data) - len(ok)} undecodable image(s) in a batch')
-                target = target[ok]
-            if not images:
-                continue
-            x = crop_flip_normalise(images, self.size, self.scale, self.train, self.mean, self.std, self.hflip,
-                                    self.dtype)
-            yield x, target.to(self.device, non_blocking=True)
+        if self.device.type == 'cuda':
+            yield from self._cuda_batches()
+            return
+        for data, target in self._batches():
+            batch = self._decode(data, target)
+            if batch is not None:
+                yield batch
+
+    def _cuda_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        side = torch.cuda.Stream(self.device)
+        pending = None
+        for data, target in self._batches():
+            with torch.cuda.stream(side):
+                side.synchronize()  # see the class docstring: nvJPEG does not wait for the stream's queue
+                batch = self._decode(data, target)
+                ready = torch.cuda.Event()
+                ready.record(side)
+            if pending is not None:
+                yield _hand_over(*pending)
+            pending = (batch, ready) if batch is not None else None
+        if pending is not None:
+            yield _hand_over(*pending)
+
+
+def _hand_over(batch: Tuple[torch.Tensor, torch.Tensor], ready: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A batch made on the decoding stream, for the current stream: it waits for the batch, and the allocator
+    keeps the batch's memory until the current stream is done with it."""
+    current = torch.cuda.current_stream(batch[0].device)
+    current.wait_event(ready)
+    for t in batch:
+        t.record_stream(current)
+    return batch
 
 
 def _batch(items: Any) -> Any:
@@ -129,29 +239,13 @@ def _batch(items: Any) -> Any:
 
 
 def device_loader(dataset: Any, device: torch.device, data_config: Dict[str, Any], train: bool, workers: int,
-                  hflip: float = 0.5, dtype: torch.dtype = torch.float32, pin_memory: bool = False) -> DeviceDecodeLoader:
+                  hflip: float = 0.5, dtype: torch.dtype = torch.float32, pin_memory: bool = False,
+                  no_aug: bool = False, channels_last: bool = False) -> DeviceDecodeLoader:
     """A DeviceDecodeLoader over ``dataset`` (shard_reader.ShardBytes) read by ``workers`` loader processes."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_batch,
                                          pin_memory=pin_memory, persistent_workers=False)
     return DeviceDecodeLoader(loader, device, tuple(data_config['input_size'][1:]), draft_target(data_config), train,
-                              data_config['mean'], data_config['std'], hflip, dtype)
-
-
-def gpu_decode_problems(args: Any) -> List[str]:
-    """Options the device decoding path does not implement (it does the paper's crops and flips only)."""
-    bad = []
-    if not (args.dataset or '').lower().startswith('wds/'):
-        bad.append('--decode gpu reads WebDataset shards: give --dataset wds/NAME (make them with prepare-shards)')
-    if not args.no_aug:
-        if not args.paper_crop:
-            bad.append('--decode gpu does the paper\'s crops: add --paper-crop (or --no-aug)')
-        for opt, val, off in (('--color-jitter', args.color_jitter, 0), ('--vflip', args.vflip, 0),
-                              ('--reprob', args.reprob, 0), ('--aa', args.aa, None),
-                              ('--grayscale-prob', args.grayscale_prob or 0, 0),
-                              ('--gaussian-blur-prob', args.gaussian_blur_prob or 0, 0)):
-            if val != off:
-                bad.append(f'--decode gpu does not implement {opt} {val} (set it to {off})')
-    return bad
+                              data_config['mean'], data_config['std'], hflip, dtype, no_aug, channels_last)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -202,49 +296,3 @@ def use_draft(loader: Any, target: int) -> None:
         from .errors import UserError
         raise UserError('--decode draft: the loader has no transform list to put the decoder in')
     steps.insert(0, DraftDecode(target, inner.input_img_mode or 'RGB'))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# the trainer's --decode option
-# ---------------------------------------------------------------------------------------------------------------------
-def decode_mode(args: Any, device: torch.device, logger: logging.Logger = _logger) -> str:
-    """``--decode`` after its checks: gpu without CUDA falls back to cpu, saying so in one line."""
-    from .errors import UserError
-    decode = getattr(args, 'decode', 'cpu')
-    if decode == 'draft' and not (args.paper_crop or args.no_aug):
-        raise UserError("--decode draft needs --paper-crop (or --no-aug): timm's random-resized crop may zoom in "
-                        'further than a reduced decode keeps')
-    if decode == 'gpu':
-        problems = gpu_decode_problems(args)
-        if problems:
-            raise UserError(problems[0])
-        if device.type != 'cuda':
-            logger.warning(f'--decode gpu: no CUDA device ({device}); decoding on the CPU in the loader workers')
-            return 'cpu'
-    return decode
-
-
-def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.device, eval_ds: Optional[Any],
-                          img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
-    """``--decode gpu``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
-    from .shard_reader import ShardBytes, check_split
-    from .train.loaders import eval_loader
-    world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
-    train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
-                             args.workers, args.seed, rank, world)
-    if train_bytes.dropped:
-        logger.warning(f'--decode gpu: {train_bytes.dropped} training samples per epoch left out to keep whole, '
-                       'equal batches on every reader')
-    hflip = 0.0 if args.no_aug else args.hflip
-    loader_train = device_loader(train_bytes, device, data_config, True, args.workers, hflip, img_dtype, args.pin_mem)
-    loader_eval = None
-    eval_batch = args.validation_batch_size or args.batch_size
-    if eval_ds is not None and (args.ten_crop or args.distributed):  # ten crops, evaluation shared by rank: timm's
-        loader_eval = eval_loader(eval_ds, data_config, eval_batch, args.workers, device, ten_crop=args.ten_crop,
-                                  prefetcher=args.prefetcher, distributed=args.distributed, pin_memory=args.pin_mem,
-                                  img_dtype=img_dtype)
-    elif eval_ds is not None:
-        eval_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.val_split), eval_batch, False,
-                                args.workers)
-        loader_eval = device_loader(eval_bytes, device, data_config, False, args.workers, 0.0, img_dtype, args.pin_mem)
-    return loader_train, loader_eval

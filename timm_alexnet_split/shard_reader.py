@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -106,15 +107,11 @@ def even_split_note(entry: Dict[str, object], processes: int, workers: int, batc
             + (f' and {missed} not at all' if missed else ''))
 
 
-class ShardBytes(torch.utils.data.IterableDataset):
-    """Batches of (JPEG byte tensors, labels) from one split's shards, for decoding on the device.
-
-    Shards are dealt to the processes x loader workers (reader g of G takes shards g, g + G, ...), each reader
-    yields every sample of its shards once per epoch (shuffled in training: shard order and samples within a
-    window, seeded by ``seed``, the epoch and the reader). Training drops each reader's last partial batch and,
-    with several processes, caps every reader at the fewest whole batches any reader has, so all processes run
-    the same number of steps (DDP needs it); the samples left out are counted by ``dropped``.
-    """
+class DealtShards:
+    """One split's shards dealt to the processes x loader workers ("readers"): reader g of G takes shards g, g + G,
+    ... and yields each of their samples once per epoch (in training shuffled: shard order and a window of samples,
+    seeded by ``seed``, the epoch and the reader). What an epoch holds is fixed by the shard lengths alone, so every
+    count below is exact before any worker starts."""
 
     def __init__(self, root: str, entry: Dict[str, object], batch_size: int, train: bool, workers: int,
                  seed: int = 42, rank: int = 0, world: int = 1, shuffle_window: int = 2000) -> None:
@@ -127,34 +124,24 @@ class ShardBytes(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _readers(self) -> int:
+    def readers(self) -> int:
         return self.world * self.workers
 
-    def _batches(self, g: int) -> int:
-        n = sum(self.lengths[g::self._readers()])
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+    def reader_samples(self, g: int) -> int:
+        return sum(self.lengths[g::self.readers()])
 
-    def _cap(self) -> Optional[int]:
-        if not self.train or self.world == 1:
-            return None
-        return min(self._batches(g) for g in range(self._readers()))
+    def my_readers(self) -> range:
+        """This process's readers."""
+        return range(self.rank * self.workers, (self.rank + 1) * self.workers)
 
-    def __len__(self) -> int:
-        cap = self._cap()
-        mine = range(self.rank * self.workers, (self.rank + 1) * self.workers)
-        return sum(cap if cap is not None else self._batches(g) for g in mine)
+    def reader_id(self) -> int:
+        """The reader this loader worker (or the main process, without workers) is."""
+        info = torch.utils.data.get_worker_info()
+        return self.rank * self.workers + (info.id if info is not None else 0)
 
-    @property
-    def dropped(self) -> int:
-        """Training samples per epoch (all processes) left out to keep whole, equal batches."""
-        if not self.train:
-            return 0
-        cap = self._cap()
-        used = sum((cap if cap is not None else self._batches(g)) for g in range(self._readers())) * self.batch_size
-        return sum(self.lengths) - used
-
-    def _samples(self, g: int) -> Iterator[Tuple[bytes, int]]:
-        mine = list(range(g, len(self.files), self._readers()))
+    def samples(self, g: int) -> Iterator[Tuple[bytes, int]]:
+        """(JPEG bytes, class index) of reader g's shards, each once."""
+        mine = list(range(g, len(self.files), self.readers()))
         rng = random.Random(hash((self.seed, self.epoch, g)))
         if self.train:
             rng.shuffle(mine)
@@ -172,27 +159,131 @@ class ShardBytes(torch.utils.data.IterableDataset):
             rng.shuffle(buf)
         yield from buf
 
+
+class ShardBytes(DealtShards, torch.utils.data.IterableDataset):
+    """Batches of (JPEG byte tensors, labels) from one split's shards, for decoding on the device.
+
+    Each reader yields its samples once per epoch in batches of ``batch_size``, its last one partial. Training
+    batches are then made whole in the main process (:func:`whole_batches`: the readers' partial batches joined),
+    so an epoch trains on every sample but fewer than one batch per process; with several processes each runs
+    the same number of steps (DDP needs it), the fewest any process has. ``steps`` is that number, ``dropped`` the
+    training samples per epoch left out, exactly."""
+
+    def __len__(self) -> int:
+        """The batches the readers of this process yield (partial ones included)."""
+        return sum(-(-self.reader_samples(g) // self.batch_size) for g in self.my_readers())
+
+    def _process_samples(self, rank: int) -> int:
+        return sum(self.reader_samples(g) for g in range(rank * self.workers, (rank + 1) * self.workers))
+
+    @property
+    def steps(self) -> int:
+        """Whole training batches per epoch on every process (evaluation: the batches, partial ones included)."""
+        if not self.train:
+            return len(self)
+        return min(self._process_samples(r) // self.batch_size for r in range(self.world))
+
+    @property
+    def dropped(self) -> int:
+        """Training samples per epoch (all processes) left out to keep whole, equal batches."""
+        if not self.train:
+            return 0
+        return sum(self.lengths) - self.steps * self.batch_size * self.world
+
     def __iter__(self) -> Iterator[Tuple[List[torch.Tensor], torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        g = self.rank * self.workers + (info.id if info is not None else 0)
-        limit = self._cap()
         batch: List[Tuple[bytes, int]] = []
-        done = 0
-        for item in self._samples(g):
+        for item in self.samples(self.reader_id()):
             batch.append(item)
             if len(batch) == self.batch_size:
-                if limit is not None and done >= limit:
-                    return
                 yield self._collate(batch)
-                done += 1
                 batch = []
-        if batch and not self.train:
+        if batch:
             yield self._collate(batch)
 
     @staticmethod
     def _collate(batch: List[Tuple[bytes, int]]) -> Tuple[List[torch.Tensor], torch.Tensor]:
         data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b, _ in batch]
         return data, torch.tensor([t for _, t in batch], dtype=torch.long)
+
+
+def whole_batches(batches: Iterable[Tuple[List[torch.Tensor], torch.Tensor]], batch_size: int,
+                  steps: int) -> Iterator[Tuple[List[torch.Tensor], torch.Tensor]]:
+    """ShardBytes' training batches made whole: the readers' partial batches joined into full ones; ``steps``
+    batches, the rest (fewer than one batch) left out."""
+    done = 0
+    data: List[torch.Tensor] = []
+    target: List[torch.Tensor] = []
+    for d, t in batches:
+        if done == steps:
+            return
+        if len(d) == batch_size and not data:
+            yield d, t
+            done += 1
+            continue
+        data.extend(d)
+        target.append(t)
+        while len(data) >= batch_size and done < steps:
+            labels = torch.cat(target)
+            yield data[:batch_size], labels[:batch_size]
+            data, target, done = data[batch_size:], [labels[batch_size:]], done + 1
+
+
+class ShardSamples(DealtShards):
+    """A timm reader over our shards for training with CPU decoding (timm's IterableImageDataset applies the
+    transform, timm's loader makes the batches): each reader yields its samples once per epoch as (PIL image,
+    class index), as many as make whole batches (with several processes: the fewest whole batches any reader
+    has). Unlike timm's wds reader, no sample is drawn twice; ``dropped`` samples per epoch are left out (fewer
+    than one batch per reader when one process trains), exactly."""
+
+    def __init__(self, root: str, entry: Dict[str, object], batch_size: int, workers: int, seed: int = 42,
+                 rank: int = 0, world: int = 1, img_mode: str = 'RGB') -> None:
+        super().__init__(root, entry, batch_size, True, workers, seed, rank, world)
+        self.img_mode = img_mode
+
+    def set_loader_cfg(self, num_workers: Optional[int] = None) -> None:
+        if num_workers is not None:
+            self.workers = max(1, num_workers)
+
+    def quota(self, g: int) -> int:
+        """Samples reader g yields per epoch: whole batches only."""
+        if self.world == 1:
+            return self.reader_samples(g) // self.batch_size * self.batch_size
+        return min(self.reader_samples(r) // self.batch_size for r in range(self.readers())) * self.batch_size
+
+    def __len__(self) -> int:
+        return sum(self.quota(g) for g in self.my_readers())
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.lengths) - sum(self.quota(g) for g in range(self.readers()))
+
+    def __iter__(self) -> Iterator[Tuple[Any, int]]:
+        from PIL import Image
+        g = self.reader_id()
+        for _, (data, target) in zip(range(self.quota(g)), self.samples(g)):
+            yield Image.open(io.BytesIO(data)).convert(self.img_mode), target
+
+    def filenames(self, basename: bool = False, absolute: bool = False) -> List[str]:
+        return [os.path.basename(f) if basename else f for f in self.files]
+
+
+def use_shard_samples(ds: Any, root: str, entry: Dict[str, object], args: Any) -> ShardSamples:
+    """Give timm's wds training dataset over our shards the ShardSamples reader (each sample once per epoch)."""
+    world, rank = (args.world_size, args.rank) if getattr(args, 'distributed', False) else (1, 0)
+    reader = ShardSamples(root, entry, args.batch_size, args.workers, args.seed, rank, world,
+                          getattr(ds.reader, 'input_img_mode', None) or 'RGB')
+    ds.reader = reader
+    return reader
+
+
+def dropped_note(dropped: int, total: int, readers: int, batch_size: int, processes: int) -> Optional[str]:
+    """The warning for training samples an epoch leaves out, or None when it leaves none."""
+    if not dropped:
+        return None
+    why = (f'each of the {readers} readers (processes x loader workers) trains whole batches of {batch_size} only'
+           if processes == 1 else f'the {processes} processes train the same number of whole batches of {batch_size}')
+    return f'{dropped} of the {total} training samples ({100 * dropped / max(total, 1):.1f}%) are left out of each ' \
+           f'epoch: {why}'
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -250,16 +341,23 @@ class EpochLoader:
 
 def wds_train_loader(args: Any, train_ds: Any, loader: Any, logger: logging.Logger) -> EpochLoader:
     """timm's wds training loader with the epoch passed on, and a warning when an epoch will not show each sample
-    exactly once (even_split_note)."""
+    exactly once (what is left out, or drawn twice by timm's reader, and why)."""
     note = wds_epoch_note(train_ds, args.world_size if args.distributed else 1, args.workers, args.batch_size)
     if note:
-        logger.warning(f'WARNING: timm\'s wds reader: {note} (docs/data.md: "Each sample once per epoch")')
+        logger.warning(f'WARNING: training from shards: {note} (docs/data.md: "Each sample once per epoch")')
     return EpochLoader(loader)
 
 
 def wds_epoch_note(ds: object, processes: int, workers: int, batch_size: int) -> Optional[str]:
-    """even_split_note for timm's wds training dataset (None for other datasets)."""
-    info = getattr(getattr(ds, 'reader', None), 'split_info', None)
+    """Why an epoch of this wds training dataset will not show each sample exactly once with this many processes,
+    loader workers and this batch size, or None (also for other datasets). Our shards (ShardSamples): the samples
+    left out; shards made by others (timm's reader): even_split_note."""
+    reader = getattr(ds, 'reader', None)
+    if isinstance(reader, ShardSamples):
+        dealt = ShardSamples('', {'filenames': reader.files, 'shard_lengths': reader.lengths}, batch_size, workers,
+                             world=processes)
+        return dropped_note(dealt.dropped, sum(dealt.lengths), dealt.readers(), batch_size, processes)
+    info = getattr(reader, 'split_info', None)
     if info is None or not getattr(info, 'shard_lengths', None):
         return None
     return even_split_note({'shard_lengths': info.shard_lengths}, processes, workers, batch_size)

@@ -15,7 +15,7 @@ from PIL import Image
 from timm.data import create_dataset
 
 from ..errors import UserError
-from ..shard_reader import adopt_wds, check_wds
+from ..shard_reader import adopt_wds, check_split, check_wds, use_shard_samples
 from ..splits import EVAL_NAMES, find_split, split_folders
 
 _logger = logging.getLogger('timm_alexnet_split.train')
@@ -182,6 +182,9 @@ def create_split_dataset(args: argparse.Namespace, split: str, is_training: bool
         raise UserError(f'no images in the {label} split {split!r} of {where}')
     if args.dataset.lower().startswith('wds/'):
         adopt_wds(ds, args.data_dir, wds_names)
+        # our shards: each training sample once per epoch, unless timm's reader is asked to size the epoch itself
+        if is_training and wds_names is not None and args.train_num_samples is None and not args.epoch_repeats:
+            use_shard_samples(ds, args.data_dir, check_split(args.data_dir, split), args)
     return ds
 
 

@@ -5,7 +5,7 @@ import argparse
 import logging
 import math
 import signal
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torchvision.transforms.functional as TF
@@ -15,9 +15,9 @@ from timm.data.loader import fast_collate
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
 from torchvision import transforms
 
-from ..decode import DraftDecode, decode_mode, device_decode_loaders, draft_bytes, draft_target, use_draft
+from ..decode import DraftDecode, device_loader, draft_bytes, draft_target, use_draft
 from ..errors import UserError
-from ..shard_reader import wds_train_loader
+from ..shard_reader import ShardBytes, check_split, dropped_note, wds_train_loader
 from .data import SkipNoneCollate, SkipUnreadable
 
 _logger = logging.getLogger('timm_alexnet_split.train')
@@ -96,13 +96,77 @@ def _use_paper_crop(loader: Any, data_config: Dict[str, Any], interpolation: str
     steps[idx[0]] = PaperCrop(tuple(data_config['input_size'][1:]), data_config['crop_pct'], interpolation)
 
 
+def gpu_decode_problems(args: Any) -> List[str]:
+    """Options the device decoding path does not implement (it does the paper's crops and flips, or no
+    augmentation)."""
+    bad = []
+    if not (args.dataset or '').lower().startswith('wds/'):
+        bad.append(f'--decode {args.decode} reads WebDataset shards: give --dataset wds/NAME (make them with '
+                   'prepare-shards)')
+    if not args.no_aug:
+        if not args.paper_crop:
+            bad.append(f'--decode {args.decode} does the paper\'s crops: add --paper-crop (or --no-aug)')
+        for opt, val, off in (('--color-jitter', args.color_jitter, 0), ('--vflip', args.vflip, 0),
+                              ('--reprob', args.reprob, 0), ('--aa', args.aa, None),
+                              ('--grayscale-prob', args.grayscale_prob or 0, 0),
+                              ('--gaussian-blur-prob', args.gaussian_blur_prob or 0, 0)):
+            if val != off:
+                bad.append(f'--decode {args.decode} does not implement {opt} {val} (set it to {off})')
+    return bad
+
+
+def decode_mode(args: Any, device: torch.device, logger: logging.Logger = _logger) -> str:
+    """``--decode`` after its checks: cpu, draft, or device (decoded in this process on ``device``: ``gpu`` on a
+    CUDA device, ``device`` anywhere). ``gpu`` without CUDA falls back to cpu, saying so in one line."""
+    decode = getattr(args, 'decode', 'cpu')
+    if decode == 'draft' and not (args.paper_crop or args.no_aug):
+        raise UserError("--decode draft needs --paper-crop (or --no-aug): timm's random-resized crop may zoom in "
+                        'further than a reduced decode keeps')
+    if decode in ('gpu', 'device'):
+        problems = gpu_decode_problems(args)
+        if problems:
+            raise UserError(problems[0])
+        if decode == 'gpu' and device.type != 'cuda':
+            logger.warning(f'--decode gpu: no CUDA device ({device}); decoding on the CPU in the loader workers '
+                           '(--decode device runs the GPU path on the CPU)')
+            return 'cpu'
+        return 'device'
+    return decode
+
+
+def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.device, eval_ds: Optional[Any],
+                          img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
+    """``--decode gpu|device``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
+    world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
+    train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
+                             args.workers, args.seed, rank, world)
+    note = dropped_note(train_bytes.dropped, sum(train_bytes.lengths), train_bytes.readers(), args.batch_size, world)
+    if note:
+        logger.warning(f'WARNING: --decode {args.decode}: {note}')
+    hflip = 0.0 if args.no_aug else args.hflip
+    loader_train = device_loader(train_bytes, device, data_config, True, args.workers, hflip, img_dtype, args.pin_mem,
+                                 no_aug=args.no_aug, channels_last=args.channels_last)
+    loader_eval = None
+    eval_batch = args.validation_batch_size or args.batch_size
+    if eval_ds is not None and (args.ten_crop or args.distributed):  # ten crops, evaluation shared by rank: timm's
+        loader_eval = eval_loader(eval_ds, data_config, eval_batch, args.workers, device, ten_crop=args.ten_crop,
+                                  prefetcher=args.prefetcher, distributed=args.distributed, pin_memory=args.pin_mem,
+                                  img_dtype=img_dtype)
+    elif eval_ds is not None:
+        eval_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.val_split), eval_batch, False,
+                                args.workers)
+        loader_eval = device_loader(eval_bytes, device, data_config, False, args.workers, 0.0, img_dtype, args.pin_mem,
+                                    channels_last=args.channels_last)
+    return loader_train, loader_eval
+
+
 def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device: torch.device, train_ds: Any,
                   eval_ds: Optional[Any], img_dtype: torch.dtype) -> Tuple[Any, Optional[Any]]:
     """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked.
     ``--decode gpu``: shard bytes decoded on the device (decode.py); ``--decode draft``: PIL draft mode."""
 
     decode = decode_mode(args, device, _logger)
-    if decode == 'gpu':
+    if decode == 'device':
         return device_decode_loaders(args, data_config, device, eval_ds, img_dtype, _logger)
     common = dict(mean=data_config['mean'], std=data_config['std'], pin_memory=args.pin_mem, img_dtype=img_dtype,
                   device=device, distributed=args.distributed, use_prefetcher=args.prefetcher)

@@ -32,7 +32,8 @@ OWN_OPTIONS = {
     'demo_dataset': 'with --demo-data: which embedded dataset, demo (default), demo-hard or leaves',
     'save_conv1': 'save conv1 kernels per epoch to conv1/epoch_NNNN.npy',
     'safetensors': 'write weights-only last.safetensors and model_best.safetensors',
-    'decode': 'image decoding: cpu (PIL, timm), draft (PIL draft mode: folders), gpu (nvjpeg batches: wds shards)',
+    'decode': 'image decoding: cpu (PIL, timm), draft (PIL draft mode: folders), gpu (nvjpeg batches: wds shards), '
+              'device (the gpu path on the training device, whatever it is: checks it on a CPU)',
 }
 
 _MIXUP = 'mixup/cutmix (soft targets leave no training accuracy for the plateau schedule)'
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=OWN_OPTIONS['demo_dataset'])
     g.add_argument('--save-conv1', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['save_conv1'])
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
-    g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu'), help=OWN_OPTIONS['decode'])
+    g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu', 'device'), help=OWN_OPTIONS['decode'])
     return p
 
 
