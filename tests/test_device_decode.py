@@ -45,10 +45,10 @@ def _close_and_falling(device_losses, cpu_losses):
     np.testing.assert_allclose(device_losses, cpu_losses, rtol=0.01)
 
 
-def test_device_decoding_trains_as_cpu_decoding_does_from_the_same_seed(shards, tmp_path, caplog):
-    with caplog.at_level('WARNING'):
-        device, rows = _train(shards, tmp_path, 'device', '--decode', 'device')
-    assert not [r for r in caplog.records if 'no CUDA' in r.getMessage()]  # the device path itself, no fallback
+def test_device_decoding_trains_as_cpu_decoding_does_from_the_same_seed(shards, tmp_path, capsys):
+    device, rows = _train(shards, tmp_path, 'device', '--decode', 'device')
+    err = capsys.readouterr().err
+    assert '--decode device: batches of shard JPEGs decoded on cpu by the training process' in err  # no fallback
     cpu, _ = _train(shards, tmp_path, 'cpu', '--decode', 'cpu')
     _close_and_falling(device, cpu)
     assert all(float(r['eval_top1']) >= 0 for r in rows)  # validation decoded on the device too
@@ -131,6 +131,38 @@ def test_cpu_decoding_from_our_shards_trains_each_sample_at_most_once_and_says_h
     assert len(images) == 9 and len(set(images)) == 9  # no sample twice
 
 
+def _device_loader(shards, batch=4, workers=0, train=True):
+    entry = shard_reader.check_split(str(shards), 'train')
+    ds = shard_reader.ShardBytes(str(shards), entry, batch, train, workers=max(workers, 1))
+    inner = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)
+    return decode.DeviceDecodeLoader(inner, torch.device('cpu'), (64, 64), 72, train, (0.5,) * 3, (1 / 255,) * 3)
+
+
+def test_decoding_ahead_in_a_thread_gives_the_same_batches_and_raises_its_errors(shards, monkeypatch):
+    """The CUDA loader decodes in a thread, ahead of the step; the same code on the CPU (threaded) must give the
+    batches the main-process loop gives from the same seed, in order, and raise what the thread raised."""
+    loader = _device_loader(shards)
+    torch.manual_seed(0)
+    plain = [(x.clone(), y.clone()) for x, y in loader]
+    loader.threaded = True
+    torch.manual_seed(0)
+    ahead = list(loader)
+    assert len(plain) == len(ahead) == 3
+    for (x0, y0), (x1, y1) in zip(plain, ahead):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    calls = []
+
+    def fails_on_the_second(data, target):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError('decoder broke')
+        return orig(data, target)
+    orig = loader._decode
+    monkeypatch.setattr(loader, '_decode', fails_on_the_second)
+    with pytest.raises(RuntimeError, match='decoder broke'):
+        list(loader)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # CUDA: the decoder never writes into memory the training step still reads
 # ---------------------------------------------------------------------------------------------------------------------
@@ -141,10 +173,8 @@ def test_decoding_on_cuda_leaves_the_training_streams_tensors_intact(shards):
     caching allocator has just recycled. Tensors freed while reductions over them are still queued must still
     reduce to their known values while the loader decodes the next batches."""
     dev = torch.device('cuda')
-    entry = shard_reader.check_split(str(shards), 'train')
-    ds = shard_reader.ShardBytes(str(shards), entry, 4, True, workers=0)
-    loader = decode.DeviceDecodeLoader(torch.utils.data.DataLoader(ds, batch_size=None, collate_fn=lambda b: b), dev,
-                                       (64, 64), 72, True, (0.5,) * 3, (1 / 255,) * 3)
+    loader = _device_loader(shards)
+    loader.device = dev
     wrong = 0
     for _ in range(20):
         held = [torch.full((3, 72, 72), float(i), device=dev) for i in range(8)]
@@ -159,3 +189,16 @@ def test_decoding_on_cuda_leaves_the_training_streams_tensors_intact(shards):
         torch.cuda.synchronize()
         wrong += sum(abs(s.item() - i * 3 * 72 * 72) > 1e-3 * (1 + i * 3 * 72 * 72) for i, s in enumerate(sums))
     assert wrong == 0
+
+
+def test_synthetic_input_trains_on_one_batch_again_and_says_the_metrics_mean_nothing(shards, tmp_path, capsys):
+    rc = run_train('--dataset', 'wds/shards', '--data-dir', shards, '--model-kwargs', 'fc_width=64', '--img-size', '64',
+                   '-b', '4', '--epochs', '1', '--no-aug', '--pca-lighting', '0', '--workers', '0', '--device', 'cpu',
+                   '--synthetic-input', '--val-split', '', '--output', tmp_path, '--experiment', 'syn')
+    assert rc == 0
+    assert 'losses and accuracies mean nothing' in capsys.readouterr().err
+    (row,) = summary_rows(tmp_path / 'syn')
+    assert float(row['train_img_s']) > 0
+    first = train.loaders.FirstBatchAgain([(torch.ones(2, 3), torch.zeros(2)), (torch.zeros(2, 3), torch.ones(2))],
+                                          torch.device('cpu'))
+    assert len(first) == 2 and [x.sum().item() for x, _ in first] == [6.0, 6.0]

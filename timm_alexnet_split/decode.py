@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -159,13 +159,16 @@ class DeviceDecodeLoader:
     batches per epoch, ``sampler.set_epoch`` a new shuffle, ``dataset`` the byte dataset. Training batches are made
     whole first (shard_reader.whole_batches): an epoch trains on every sample but fewer than one batch.
 
-    On CUDA the batches are decoded and cropped on a stream of their own, one batch ahead of the training step, and
-    handed to the step's stream with an event. Before each decode that stream is synchronised with the host:
-    nvJPEG (torchvision's decode_jpeg on CUDA) writes its output before work already queued on the stream has
-    run, into memory the caching allocator may have just recycled from that work (pytorch/vision#9606). On the
-    training stream that corrupted the step's tensors (NaN losses after a few batches, 2026-12 H200 report); on a
-    stream of its own, whose blocks the step never holds (record_stream), only the decoder's own queue is at risk,
-    and the synchronisation covers it."""
+    On CUDA the batches are decoded and cropped by a thread of their own on a stream of their own, up to two
+    batches ahead of the training step, and handed to the step's stream with an event. Before each decode that
+    stream is synchronised with the host: nvJPEG (torchvision's decode_jpeg on CUDA) writes its output before work
+    already queued on the stream has run, into memory the caching allocator may have just recycled from that work
+    (pytorch/vision#9606). On the training stream that corrupted the step's tensors (NaN losses after a few
+    batches, 2026-12 H200 report); on a stream of its own, whose blocks the step never holds (record_stream), only
+    the decoder's own queue is at risk, and the synchronisation covers it.
+
+    The random crops and flips come from a generator of the loader's own, seeded from torch's global one at the
+    start of each epoch: the same draws whichever thread decodes, and an exact resume restores them."""
 
     def __init__(self, loader: Any, device: torch.device, size: Tuple[int, int], scale: int, train: bool,
                  mean: Sequence[float], std: Sequence[float], hflip: float = 0.5, dtype: torch.dtype = torch.float32,
@@ -174,6 +177,7 @@ class DeviceDecodeLoader:
         self.mean, self.std, self.hflip, self.dtype = tuple(mean), tuple(std), hflip, dtype
         self.no_aug, self.channels_last = no_aug, channels_last
         self.skipped = 0
+        self._generator: Optional[torch.Generator] = None
         self.dataset = loader.dataset
         self.sampler = loader.dataset  # has set_epoch: the trainer calls loader.sampler.set_epoch(epoch)
 
@@ -196,37 +200,64 @@ class DeviceDecodeLoader:
         if not images:
             return None
         x = crop_flip_normalise(images, self.size, self.scale, self.train, self.mean, self.std, self.hflip,
-                                self.dtype, no_aug=self.no_aug and self.train, channels_last=self.channels_last)
+                                self.dtype, generator=self._generator, no_aug=self.no_aug and self.train,
+                                channels_last=self.channels_last)
         return x, target.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        self._generator = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
         if self.device.type == 'cuda':
-            yield from self._cuda_batches()
-            return
-        for data, target in self._batches():
-            batch = self._decode(data, target)
-            if batch is not None:
-                yield batch
-
-    def _cuda_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        side = torch.cuda.Stream(self.device)
-        pending = None
-        for data, target in self._batches():
-            with torch.cuda.stream(side):
-                side.synchronize()  # see the class docstring: nvJPEG does not wait for the stream's queue
+            side = torch.cuda.Stream(self.device)
+            yield from self._ahead(lambda data, target: self._decode_on(side, data, target), _hand_over)
+        elif self.threaded:
+            yield from self._ahead(lambda data, target: (self._decode(data, target), None), lambda b, _: b)
+        else:
+            for data, target in self._batches():
                 batch = self._decode(data, target)
-                ready = torch.cuda.Event()
-                ready.record(side)
-            if pending is not None:
-                yield _hand_over(*pending)
-            pending = (batch, ready) if batch is not None else None
-        if pending is not None:
-            yield _hand_over(*pending)
+                if batch is not None:
+                    yield batch
+
+    AHEAD = 2
+    threaded = False  # CPU: decode in the main process (a thread would only compete with the step for the cores)
+
+    def _ahead(self, decode: Callable[[List[torch.Tensor], torch.Tensor], Tuple[Any, Any]],
+               hand_over: Callable[[Any, Any], Any]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Batches decoded by a thread of their own, up to AHEAD batches ahead, while the main thread runs the
+        step (it waits for each step's loss): decoding and training overlap. Its errors are raised here."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        queued: Any = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix='decode') as pool:
+            try:
+                for data, target in self._batches():
+                    queued.append(pool.submit(decode, data, target))
+                    while len(queued) > self.AHEAD or (queued and queued[0].done()):
+                        batch = hand_over(*queued.popleft().result())
+                        if batch is not None:
+                            yield batch
+                while queued:
+                    batch = hand_over(*queued.popleft().result())
+                    if batch is not None:
+                        yield batch
+            finally:
+                for f in queued:
+                    f.cancel()
+
+    def _decode_on(self, side: Any, data: List[torch.Tensor], target: torch.Tensor) -> Tuple[Any, Any]:
+        """``_decode`` on the decoding stream; the batch and an event recorded after its work."""
+        with torch.cuda.stream(side):
+            side.synchronize()  # see the class docstring: nvJPEG does not wait for the stream's queue
+            batch = self._decode(data, target)
+            ready = torch.cuda.Event()
+            ready.record(side)
+        return batch, ready
 
 
-def _hand_over(batch: Tuple[torch.Tensor, torch.Tensor], ready: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+def _hand_over(batch: Optional[Tuple[torch.Tensor, torch.Tensor]], ready: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """A batch made on the decoding stream, for the current stream: it waits for the batch, and the allocator
     keeps the batch's memory until the current stream is done with it."""
+    if batch is None:
+        return None
     current = torch.cuda.current_stream(batch[0].device)
     current.wait_event(ready)
     for t in batch:

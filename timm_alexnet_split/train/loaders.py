@@ -167,6 +167,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
 
     decode = decode_mode(args, device, _logger)
     if decode == 'device':
+        _logger.info(f'--decode {args.decode}: batches of shard JPEGs decoded on {device} by the training process')
         return device_decode_loaders(args, data_config, device, eval_ds, img_dtype, _logger)
     common = dict(mean=data_config['mean'], std=data_config['std'], pin_memory=args.pin_mem, img_dtype=img_dtype,
                   device=device, distributed=args.distributed, use_prefetcher=args.prefetcher)
@@ -231,6 +232,27 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
     if draft:
         use_draft(loader, draft_target(data_config))
     return loader
+
+
+class FirstBatchAgain:
+    """``--synthetic-input``: the loader's first batch, on ``device``, yielded as many times as the loader has
+    batches: a training step's speed without the input path. Quacks like the loader it wraps (``sampler``,
+    ``dataset``)."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.sampler, self.dataset = getattr(loader, 'sampler', None), getattr(loader, 'dataset', None)
+        self._batch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        if self._batch is None:
+            x, y = next(iter(self.loader))
+            self._batch = (x.to(self.device), y.to(self.device))
+        for _ in range(len(self)):
+            yield self._batch
 
 
 def check_batches(loader: Any, dataset: Any, args: argparse.Namespace) -> None:

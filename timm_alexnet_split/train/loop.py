@@ -119,7 +119,9 @@ class _EpochMeters:
     updates: int = 0
     batches: int = 0
     samples: int = 0
+    images: int = 0
     t_update: float = field(default_factory=time.perf_counter)
+    t_start: float = field(default_factory=time.perf_counter)
 
 
 def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
@@ -133,8 +135,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     Distributed: one all-reduce per batch carries the loss, top-1 and any stop request, so every process sees the
     global values, stops after the same batch, and a NaN on one process stops all of them.
 
-    Also returns ``lr``, the mean learning rate of the epoch's updates (the rate used). An epoch without a single
-    batch is a UserError, never an epoch of zeros."""
+    Also returns ``img_s``, the images trained per second of the whole epoch (the loader's start-up included: all
+    processes' images when distributed), and ``lr``, the mean learning rate of the epoch's updates (the rate used).
+    An epoch without a single batch is a UserError, never an epoch of zeros."""
     model.train()
     accum = args.grad_accum_steps
     n = len(loader)
@@ -159,6 +162,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         meters.losses.update(loss_value, bs)
         meters.top1.update(acc1_value, bs)
         meters.samples += bs * args.world_size
+        meters.images += bs * args.world_size
         if args.save_images and run_dir is not None and batch_idx % args.log_interval == 0:
             torchvision.utils.save_image(input.float(), run_dir / f'train-batch-{batch_idx}.jpg', padding=0, normalize=True)
         if need_update:
@@ -170,7 +174,10 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     if not meters.batches:
         raise UserError(f'epoch {epoch} had no training batch: the training data is empty or smaller than one batch '
                         f'of {args.batch_size} (lower --batch-size)')
+    for d in {p.device for p in model.parameters() if p.device.type == 'cuda'}:
+        torch.cuda.synchronize(d)  # the epoch's rate counts its last step done
     return OrderedDict([('loss', meters.losses.avg), ('top1', meters.top1.avg),
+                        ('img_s', meters.images / max(time.perf_counter() - meters.t_start, 1e-9)),
                         ('lr', meters.lr_sum / max(meters.updates, 1))])
 
 

@@ -34,6 +34,8 @@ OWN_OPTIONS = {
     'safetensors': 'write weights-only last.safetensors and model_best.safetensors',
     'decode': 'image decoding: cpu (PIL, timm), draft (PIL draft mode: folders), gpu (nvjpeg batches: wds shards), '
               'device (the gpu path on the training device, whatever it is: checks it on a CPU)',
+    'synthetic_input': "train every step on the first training batch, kept on the device: the step's speed without "
+                       "the input path (bench --train-input's baseline); the run's metrics mean nothing",
 }
 
 _MIXUP = 'mixup/cutmix (soft targets leave no training accuracy for the plateau schedule)'
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--save-conv1', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['save_conv1'])
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
     g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu', 'device'), help=OWN_OPTIONS['decode'])
+    g.add_argument('--synthetic-input', action='store_true', default=False, help=OWN_OPTIONS['synthetic_input'])
     return p
 
 

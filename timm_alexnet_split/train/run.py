@@ -39,7 +39,7 @@ from .collectives import PeerLost, agreed_signal, broadcast_from_primary, gather
 from .curves import plot_curves
 from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
-from .loaders import build_loaders, check_batches, leave_stop_signals_to_main
+from .loaders import FirstBatchAgain, build_loaders, check_batches, leave_stop_signals_to_main
 from .logs import logging_to
 from .loop import Diverged, Interrupted, StopRequest, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
@@ -215,6 +215,10 @@ def _build_loaders(r: Run) -> None:
     leave_stop_signals_to_main(r.loader_train)
     leave_stop_signals_to_main(r.loader_eval)
     check_batches(r.loader_train, r.train_ds, args)
+    if args.synthetic_input:
+        r.loader_train = FirstBatchAgain(r.loader_train, r.device)
+        _logger.warning('WARNING: --synthetic-input: every training step sees the first batch again (a speed '
+                        'measurement): this run\'s losses and accuracies mean nothing')
     r.pca = build_pca(args, r.data_config) if not args.no_aug else None
 
 
@@ -463,7 +467,7 @@ def _one_epoch(r: Run, epoch: int, skipped_seen: int) -> int:
         ev = (f'val loss {eval_m["loss"]:.4f} top-1 {eval_m["top1"]:.2f} top-5 {eval_m["top5"]:.2f}'
               if eval_m is not None else 'no validation')
         _logger.info(f'epoch {epoch}: train loss {train_m["loss"]:.4f} top-1 {train_m["top1"]:.2f} | {ev} | '
-                     f'lr {lr_used:.3g} | {time.perf_counter() - t0:.1f} s'
+                     f'lr {lr_used:.3g} | {time.perf_counter() - t0:.1f} s, {train_m["img_s"]:.0f} training images/s'
                      + (' | best' if is_best else '') + replicas)
         if skipped_now > skipped_seen:
             _logger.warning(f'skipped {skipped_now - skipped_seen} unreadable image(s) this epoch '
@@ -514,8 +518,10 @@ def _save_epoch(r: Run, epoch: int, metric: Optional[float], train_m: Dict[str, 
                 eval_m: Optional[Dict[str, float]], lr_used: float, rng_ranks: Optional[List[Any]]) -> bool:
     """Process 0: summary.csv, the checkpoints, the conv1 snapshot and the curves; True when the epoch is the best."""
     summary = r.run_dir / 'summary.csv'
-    utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=lr_used,
-                         write_header=not summary.is_file() or summary.stat().st_size == 0)
+    new = not summary.is_file() or summary.stat().st_size == 0
+    if not new and 'train_img_s' not in summary.read_text(encoding='utf-8').split('\n', 1)[0].split(','):
+        train_m = OrderedDict((k, v) for k, v in train_m.items() if k != 'img_s')  # a run begun before the column
+    utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=lr_used, write_header=new)
     is_best = r.saver.save(epoch, metric, checkpoint_state(r, epoch, metric, rng_ranks=rng_ranks),
                            utils.get_state_dict(r.train_model), weights_metadata(r, epoch))
     if r.save_conv1:
