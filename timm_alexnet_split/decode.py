@@ -272,9 +272,12 @@ def _batch(items: Any) -> Any:
 def device_loader(dataset: Any, device: torch.device, data_config: Dict[str, Any], train: bool, workers: int,
                   hflip: float = 0.5, dtype: torch.dtype = torch.float32, pin_memory: bool = False,
                   no_aug: bool = False, channels_last: bool = False) -> DeviceDecodeLoader:
-    """A DeviceDecodeLoader over ``dataset`` (shard_reader.ShardBytes) read by ``workers`` loader processes."""
+    """A DeviceDecodeLoader over ``dataset`` (shard_reader.ShardBytes) read by ``workers`` loader processes.
+
+    The workers persist across epochs (no start-up per epoch): they only read bytes, in an order fixed by the seed,
+    the epoch (shared with them) and the reader, and draw no random number, so an exact resume stays exact."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_batch,
-                                         pin_memory=pin_memory, persistent_workers=False)
+                                         pin_memory=pin_memory, persistent_workers=workers > 0)
     return DeviceDecodeLoader(loader, device, tuple(data_config['input_size'][1:]), draft_target(data_config), train,
                               data_config['mean'], data_config['std'], hflip, dtype, no_aug, channels_last)
 

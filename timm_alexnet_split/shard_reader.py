@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -111,7 +112,8 @@ class DealtShards:
     """One split's shards dealt to the processes x loader workers ("readers"): reader g of G takes shards g, g + G,
     ... and yields each of their samples once per epoch (in training shuffled: shard order and a window of samples,
     seeded by ``seed``, the epoch and the reader). What an epoch holds is fixed by the shard lengths alone, so every
-    count below is exact before any worker starts."""
+    count below is exact before any worker starts. The epoch lives in shared memory: loader workers that persist
+    across epochs read the one the main process set."""
 
     def __init__(self, root: str, entry: Dict[str, object], batch_size: int, train: bool, workers: int,
                  seed: int = 42, rank: int = 0, world: int = 1, shuffle_window: int = 2000) -> None:
@@ -119,10 +121,14 @@ class DealtShards:
         self.lengths = [int(n) for n in entry['shard_lengths']]  # type: ignore[union-attr]
         self.batch_size, self.train, self.workers = batch_size, train, max(1, workers)
         self.seed, self.rank, self.world, self.window = seed, rank, max(1, world), shuffle_window
-        self.epoch = 0
+        self._epoch = multiprocessing.get_context().Value('q', 0, lock=False)  # seen by persistent loader workers
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
 
     def readers(self) -> int:
         return self.world * self.workers
