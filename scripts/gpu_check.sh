@@ -4,10 +4,12 @@
 # tests, the placement tests (their CUDA case), then `bench` on the GPU (LRN ratios in fp32 and bf16 +
 # channels_last, torchvision's alexnet, torch.compile, towers placed vs unplaced), then `bench --data` (nvjpeg
 # decoding of 256-px shard batches vs the network's bf16 training images/s, and the CPU pipelines on this
-# machine's cores). The onnxruntime rows are CPU figures, measured on the CPU machine.
+# machine's cores), then `bench --train-input` (training through `train` from shards with each decoder against
+# synthetic on-device input: loss finite and falling, images/s per epoch). The onnxruntime rows are CPU figures,
+# measured on the CPU machine.
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default runs/gpu-check; `make gpu-check` does the same)
 # Ends with the data bench's ratios; full logs, bench.json and bench-data.json in OUT_DIR. Each step has its own
-# time limit, 7.5 min at most in all.
+# time limit, 10.8 min at most in all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -19,6 +21,15 @@ if ! $py -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/
     exit 2
 fi
 status=0
+if ! $py -c 'import webdataset' 2>/dev/null; then  # the GPU machine lacks it: wheels from scripts/gpu_wheels.sh
+    if ls .whl/webdataset-*.whl >/dev/null 2>&1; then
+        $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+            && export PYTHONPATH=$PYTHONPATH:/tmp/site
+    else
+        echo "gpu_check: no webdataset here and no .whl/ wheels (run scripts/gpu_wheels.sh here first and carry .whl):" \
+             "the shard training steps will fail" >&2
+    fi
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $py -c "import torch, timm, onnx, onnxruntime; print('torch', torch.__version__, '| timm', timm.__version__,
 '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)" | tee "$out/versions.txt" || status=1
@@ -34,4 +45,9 @@ echo '== bench --data: GPU decoding vs training images/s (bf16, batch 256), CPU 
 rm -f "$out/bench-data.json"
 timeout 75 $py -m timm_alexnet_split bench --data --data-images 400 --rounds 3 --json "$out/bench-data.json" 2>&1 \
     | tee "$out/bench-data.txt" || status=1
+echo '== bench --train-input: the input path through train itself (demo data as 256-px shards, alexnet_split_2,'
+echo '   bf16 + channels_last, batch 256): synthetic on-device input vs --decode cpu vs --decode gpu, images/s per epoch'
+rm -f "$out/bench-train-input.json"
+timeout 200 $py -m timm_alexnet_split bench --train-input --train-images-per-class 1000 --train-epochs 4 \
+    --json "$out/bench-train-input.json" 2>&1 | tee "$out/bench-train-input.txt" || status=1
 exit $status

@@ -2,7 +2,9 @@
 
 The GPU path runs here on the CPU (``--decode device``): the same DeviceDecodeLoader, batched crops and whole
 batches, without nvjpeg. What only a GPU shows (the decoder's stream race) is the CUDA test at the end."""
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +204,22 @@ def test_synthetic_input_trains_on_one_batch_again_and_says_the_metrics_mean_not
     first = train.loaders.FirstBatchAgain([(torch.ones(2, 3), torch.zeros(2)), (torch.zeros(2, 3), torch.ones(2))],
                                           torch.device('cpu'))
     assert len(first) == 2 and [x.sum().item() for x, _ in first] == [6.0, 6.0]
+
+
+@pytest.mark.slow
+def test_bench_train_input_trains_with_each_decoder_and_prints_ratios_to_synthetic_input(tmp_path, capsys):
+    out = tmp_path / 'train-input.json'
+    assert cli.main(['bench', '--train-input', '--train-images-per-class', '4', '--train-epochs', '2',
+                     '--batch-size', '8', '--train-workers', '1', '--json', str(out), '--data-dir', str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    runs = result['input']['runs']
+    assert set(runs) == {'synthetic', 'cpu', 'device'}
+    for name, r in runs.items():
+        assert len(r['img_s']) == 2 and all(v > 0 for v in r['img_s']), name
+        assert all(math.isfinite(v) for v in r['loss']), name
+    assert set(result['input']['ratios']) == {'cpu', 'device'}
+    assert re.search(r'goal: shards \+ (cpu|device) decoding \d+\.\d\dx the synthetic-input rate (meets|MISSES)', printed)
+    assert re.search(r'goal: per-core rate x workers / epoch rate \d+\.\d\d (meets|MISSES) the goal <= 1.2', printed)
+    assert result['loader']['workers'] == 1 and result['loader']['per_core'] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ['train-input.json']  # the generated data and runs are gone

@@ -199,7 +199,9 @@ def _parser() -> argparse.ArgumentParser:
                              'nvjpeg decoding vs training); last line: shards vs full-size folder, per core')
     parser.add_argument('--data-images', type=int, default=400, metavar='N', help='--data: images generated (default 400)')
     parser.add_argument('--data-dir', default=None, metavar='DIR',
-                        help='--data: where the temporary images go (default: the system temp folder)')
+                        help='--data, --train-input: where the temporary images go (default: the system temp folder)')
+    from .trainbench import add_options
+    add_options(parser)
     return parser
 
 
@@ -281,6 +283,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
     if args.data:
         return _data_main(args, device, out)
+    if args.train_input:
+        from .trainbench import main as train_input_main
+        return train_input_main(args, device, batch, out, _machine())
 
     from .lrn import lrn_mode
     from .perf import tune_malloc
