@@ -130,7 +130,7 @@ def test_the_new_file_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatc
 def _tiny_generated():
     import numpy as np
 
-    from timm_alexnet_split.generated import Generated
+    from timm_alexnet_split.data.generated import Generated
 
     def render(split, per_class):
         for name in ('a', 'b'):
@@ -191,7 +191,8 @@ def test_demo_manifest_pca_stats_and_generated_data_into_an_unwritable_folder_ar
     import numpy as np
     from PIL import Image
 
-    from timm_alexnet_split import cli, demo, generated
+    from timm_alexnet_split import cli, demo
+    from timm_alexnet_split.data import generated
     images = tmp_path / 'images'
     images.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / 'a.png')
@@ -206,7 +207,7 @@ def test_demo_manifest_pca_stats_and_generated_data_into_an_unwritable_folder_ar
 
 
 def test_generated_data_has_the_usual_mode_and_replaces_a_generated_folder(tmp_path):
-    from timm_alexnet_split import generated
+    from timm_alexnet_split.data import generated
     out = generated.write(tmp_path / 'tiny', _tiny_generated(), progress=False)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()  # not tempfile.mkdtemp's 0700
     assert generated.is_complete(out, _tiny_generated(), verify=True)

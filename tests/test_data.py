@@ -11,9 +11,10 @@ import torchvision
 from timm.data import create_dataset
 from unwritable import KINDS, unwritable_folder
 
-from timm_alexnet_split import data
 from timm_alexnet_split.cli import main as cli
-from timm_alexnet_split.data import (
+from timm_alexnet_split.data import embedded
+from timm_alexnet_split.data import embedded as data
+from timm_alexnet_split.data.embedded import (
     CATSDOGS_KAGGLE_PER_CLASS,
     CATSDOGS_VAL_PER_CLASS,
     DEMO_CLASSES,
@@ -67,7 +68,7 @@ def _colour_features(img: np.ndarray) -> np.ndarray:
     """What a colour-only observer sees: the image minus its grey part, as two opponent channels; their mean
     and their Fourier energy per demo orientation."""
     x = img.astype(np.float64) - img.mean(-1, keepdims=True)
-    opp = x @ data._OPPONENT.T  # (n, h, w, 2)
+    opp = x @ embedded._OPPONENT.T  # (n, h, w, 2)
     return np.concatenate([opp.mean((1, 2))] + [_orientation_energy(opp[..., i]) for i in range(2)], 1)
 
 
@@ -108,7 +109,7 @@ def _nearest_centroid(feats: np.ndarray, labels: np.ndarray) -> float:
 def test_demo_classes_need_both_cues():
     per_class = 40
     names = [c for c in DEMO_CLASSES for _ in range(per_class)]
-    hue_of, angle_of = zip(*(data._class_attrs(c) for c in names))
+    hue_of, angle_of = zip(*(embedded._class_attrs(c) for c in names))
     img = render_demo_images(np.random.default_rng(0), hue_of, angle_of, DEMO_IMG_SIZE)
     cls = np.array([DEMO_CLASSES.index(c) for c in names])
     hue = np.array([list(DEMO_HUES.values()).index(h) for h in hue_of])
@@ -140,7 +141,7 @@ def test_demo_hard_is_the_probe_generator_in_its_own_cache_folder(tmp_path, monk
     # bit for bit: the first chunk of the training split is render_demo_images with the override, rng([1, 0, 0])
     from PIL import Image
     names = [c for c in DEMO_CLASSES for _ in range(SMALL['train_per_class'])]
-    hues, angles = zip(*(data._class_attrs(c) for c in names))
+    hues, angles = zip(*(embedded._class_attrs(c) for c in names))
     expected = render_demo_images(np.random.default_rng([1, 0, 0]), hues, angles, SMALL['img_size'], data.DEMO_HARD_SPEC)
     assert np.array_equal(np.asarray(Image.open(hard / 'train' / names[4] / '00001.png')), expected[4])
     again = make_demo_dataset(tmp_path / 'again', variant='demo-hard', progress=False, **SMALL)
@@ -151,7 +152,7 @@ def test_demo_hard_is_the_probe_generator_in_its_own_cache_folder(tmp_path, monk
 
 def test_demo_hard_cues_are_weaker():
     names = [c for c in DEMO_CLASSES for _ in range(30)]
-    hue_of, angle_of = zip(*(data._class_attrs(c) for c in names))
+    hue_of, angle_of = zip(*(embedded._class_attrs(c) for c in names))
     hue = np.array([list(DEMO_HUES.values()).index(h) for h in hue_of])
     ori = np.array([DEMO_ORIENTATIONS.index(a) for a in angle_of])
     acc = {}

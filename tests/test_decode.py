@@ -8,7 +8,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from timm_alexnet_split import decode, train
+from timm_alexnet_split import train
+from timm_alexnet_split.data import decode
 from timm_alexnet_split.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (1 / 255,) * 3  # the split AlexNet's: 0-255 pixels minus the mean pixel

@@ -11,7 +11,8 @@ import pytest
 import torch
 from trainhelp import make_folder, run_train, summary_rows
 
-from timm_alexnet_split import cli, decode, shard_reader, train
+from timm_alexnet_split import cli, train
+from timm_alexnet_split.data import decode, shard_reader
 
 COLOURS = {'blue': (40, 40, 200), 'red': (200, 40, 40)}
 

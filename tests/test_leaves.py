@@ -13,10 +13,11 @@ import yaml
 from timm.data import create_dataset
 from trainhelp import RECIPES_DIR
 
-from timm_alexnet_split import data, leaves, train
+from timm_alexnet_split import data, train
 from timm_alexnet_split.cli import main as cli
-from timm_alexnet_split.data import _OPPONENT
-from timm_alexnet_split.leaves import (
+from timm_alexnet_split.data import leaves
+from timm_alexnet_split.data.generated import OPPONENT as _OPPONENT
+from timm_alexnet_split.data.leaves import (
     LEAVES_CLASSES,
     LEAVES_HUES,
     LEAVES_ORIENTATIONS,
@@ -25,6 +26,7 @@ from timm_alexnet_split.leaves import (
     make_leaves_dataset,
     render_leaves_images,
 )
+from timm_alexnet_split.errors import UserError
 
 TINY = dict(img_size=64, train_per_class=2, val_per_class=1)
 
@@ -155,7 +157,7 @@ def test_leaves_images_are_dead_leaves_with_coarse_colour():
 def test_leaves_size_is_an_option():
     img, _ = _render(per_class=1, size=80)
     assert img.shape == (len(LEAVES_CLASSES), 80, 80, 3) and img.dtype == np.uint8
-    with pytest.raises(data.UserError, match='at least'):
+    with pytest.raises(UserError, match='at least'):
         make_leaves_dataset('unused', img_size=32, progress=False)
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_alexnet_split import cli, shard_reader, shards, train
+from timm_alexnet_split import cli, train
+from timm_alexnet_split.data import shard_reader, shards
 from timm_alexnet_split.errors import UserError
 
 CLASSES = ('ant', 'bee', 'cow')
@@ -332,7 +333,8 @@ RANKS_SCRIPT = '''
 import json, sys
 import torch, torch.distributed as dist
 dist.init_process_group('gloo')
-from timm_alexnet_split import decode, shard_reader, train
+from timm_alexnet_split import train
+from timm_alexnet_split.data import decode, shard_reader
 out, rank, world = sys.argv[1], dist.get_rank(), dist.get_world_size()
 args = train.parse_args(['--dataset', 'wds/x', '--data-dir', out, '--paper-crop', '--color-jitter', '0', '-b', '2',
                          '--workers', '1', '--no-prefetcher', '--hflip', '0', '--val-split', ''])

@@ -9,8 +9,8 @@ import torch
 from timm.data.loader import PrefetchLoader
 
 from timm_alexnet_split.cli import machine_failure
-from timm_alexnet_split.decode import DeviceDecodeLoader
-from timm_alexnet_split.shard_reader import EpochLoader
+from timm_alexnet_split.data.decode import DeviceDecodeLoader
+from timm_alexnet_split.data.shard_reader import EpochLoader
 from timm_alexnet_split.train import loop
 from timm_alexnet_split.train.loaders import _StopSignalsToMain, leave_stop_signals_to_main
 

@@ -58,7 +58,7 @@ def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
 def _transform(draft: bool) -> Callable:
     from torchvision import transforms
 
-    from .decode import DraftDecode
+    from .data.decode import DraftDecode
     from .train.loaders import PaperCrop
     steps = [DraftDecode(256)] if draft else [_full_decode]
     steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
@@ -81,7 +81,7 @@ def _run_files(args: Tuple[List[str], bool]) -> int:
 
 
 def _run_shards(args: Tuple[List[str], bool]) -> int:
-    from .shards import read_shard
+    from .data.shards import read_shard
     files, _ = args
     torch.set_num_threads(1)
     tf = _transform(False)
@@ -136,8 +136,8 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
     import json
 
     from .bench import _stepper, _variant, time_variants
-    from .decode import crop_flip_normalise, decode_batch
-    from .shards import read_shard
+    from .data.decode import crop_flip_normalise, decode_batch
+    from .data.shards import read_shard
     info = json.loads((shards / '_info.json').read_text())
     data = [torch.frombuffer(bytearray(s['jpg']), dtype=torch.uint8)
             for f in info['splits']['train']['filenames'] for s in read_shard(shards / f)]
@@ -158,7 +158,7 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
 def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Optional[str] = None,
         print_fn: Callable[[str], None] = print) -> Dict[str, object]:
     """The whole data benchmark; prints a table (also returned as 'lines') and returns the figures."""
-    from .shards import Options, prepare
+    from .data.shards import Options, prepare
     lines: List[str] = []
 
     def say(line: str) -> None:

@@ -34,7 +34,7 @@ GOAL_LOADER = 1.2  # CPU: loader epoch time vs per-core rate x workers
 def make_shards(root: Path, per_class: int, workers: int, say: Callable[[str], None]) -> Path:
     """The demo data with ``per_class`` training images per class, written as 256-px shards under ``root``."""
     from .data import make_demo_dataset
-    from .shards import Options, prepare
+    from .data.shards import Options, prepare
     t = time.perf_counter()
     folder = make_demo_dataset(root / 'images', train_per_class=per_class, val_per_class=max(4, per_class // 10),
                                progress=False)

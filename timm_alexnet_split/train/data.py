@@ -14,9 +14,9 @@ import torch.distributed as dist
 from PIL import Image
 from timm.data import create_dataset
 
+from ..data.shard_reader import adopt_wds, check_split, check_wds, use_shard_samples
+from ..data.splits import EVAL_NAMES, find_split, split_folders
 from ..errors import UserError
-from ..shard_reader import adopt_wds, check_split, check_wds, use_shard_samples
-from ..splits import EVAL_NAMES, find_split, split_folders
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 

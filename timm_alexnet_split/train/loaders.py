@@ -15,9 +15,9 @@ from timm.data.loader import fast_collate
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
 from torchvision import transforms
 
-from ..decode import DraftDecode, device_loader, draft_bytes, draft_target, use_draft
+from ..data.decode import DraftDecode, device_loader, draft_bytes, draft_target, use_draft
+from ..data.shard_reader import ShardBytes, check_split, dropped_note, wds_train_loader
 from ..errors import UserError
-from ..shard_reader import ShardBytes, check_split, dropped_note, wds_train_loader
 from .data import SkipNoneCollate, SkipUnreadable
 
 _logger = logging.getLogger('timm_alexnet_split.train')

@@ -54,9 +54,9 @@ def build_pca(args: argparse.Namespace, data_config: Dict[str, Any]) -> Optional
     if not args.pca_lighting:
         return None
     try:
-        augment = importlib.import_module('timm_alexnet_split.augment')
+        augment = importlib.import_module('timm_alexnet_split.data.augment')
     except ImportError as e:
-        raise UserError(f'--pca-lighting needs timm_alexnet_split.augment, which is missing ({e})') from None
+        raise UserError(f'--pca-lighting needs timm_alexnet_split.data.augment, which is missing ({e})') from None
     try:
         eigval, eigvec = augment.load_eig(args.pca_eig)
     except UserError:

@@ -17,9 +17,9 @@ from timm.data import resolve_data_config
 from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, ModelInfo, find_run_checkpoint, load_into, read_checkpoint, state_dict_kwargs
+from ..data.splits import find_split
 from ..errors import UserError
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
-from ..splits import find_split
 from .data import UNREADABLE, SkipUnreadable, align_classes, create_split_dataset, is_folder_like, is_image_folder, skip_counts
 from .loaders import eval_loader
 from .logs import quiet_timm_skips

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
-_logger = logging.getLogger('timm_alexnet_split.decode')
+_logger = logging.getLogger('timm_alexnet_split.data.decode')
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def draft_bytes(ds: Any) -> Any:
     """Make a folder dataset (under SkipUnreadable or not) hand out file bytes; returns the inner dataset."""
     inner = getattr(ds, 'dataset', ds)
     if not hasattr(inner, 'load_bytes'):
-        from .errors import UserError
+        from ..errors import UserError
         raise UserError('--decode draft needs an image folder dataset (--dataset "" or folder/...)')
     inner.load_bytes = True
     return inner
@@ -327,6 +327,6 @@ def use_draft(loader: Any, target: int) -> None:
     inner = draft_bytes(loader.dataset)
     steps = getattr(inner.transform, 'transforms', None)
     if steps is None:
-        from .errors import UserError
+        from ..errors import UserError
         raise UserError('--decode draft: the loader has no transform list to put the decoder in')
     steps.insert(0, DraftDecode(target, inner.input_img_mode or 'RGB'))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .atomic import replace_when_done
-from .errors import UserError
+from ..atomic import replace_when_done
+from ..errors import UserError
 
 __all__ = ['Generated', 'SPLITS', 'MANIFEST', 'CACHE_ENV', 'cache_dir', 'write', 'is_complete', 'ensure']
 
@@ -30,6 +31,10 @@ CACHE_ENV = 'TIMM_ALEXNET_SPLIT_CACHE'
 # (split index, images per class) -> (class name, index within the class, uint8 HxWx3 image), in a fixed order
 Render = Callable[[int, int], Iterator[Tuple[str, int, np.ndarray]]]
 
+
+# The opponent-colour plane both generated datasets draw their hues in: rows are the red-green and the
+# blue-yellow axes of RGB, each orthogonal to grey (1, 1, 1) and of unit length.
+OPPONENT = np.stack([np.array([2.0, -1.0, -1.0]) / math.sqrt(6), np.array([0.0, 1.0, -1.0]) / math.sqrt(2)])
 
 @dataclass(frozen=True)
 class Generated:
@@ -85,7 +90,7 @@ def _set_aside(out: Path) -> Optional[Path]:
 
 
 def _check_target(out: Path, gen: Generated, overwrite: bool) -> None:
-    from .model import MIN_INPUT_SIZE
+    from ..model import MIN_INPUT_SIZE
     if gen.img_size < MIN_INPUT_SIZE:
         raise UserError(f'{gen.what} img_size must be at least {MIN_INPUT_SIZE} (the model\'s smallest input), '
                         f'got {gen.img_size}')
@@ -176,7 +181,7 @@ def manifest_summary(root: Path) -> Tuple[int, Dict[str, int], Optional[int]]:
 
 def _render_into(tmp: Path, gen: Generated, progress: bool) -> None:
     """The images as ``tmp/{train,validation}/<class>/NNNNN.png`` and manifest.json (sizes, sha256, digest)."""
-    from .progress import progress as progress_bar
+    from ..progress import progress as progress_bar
 
     files: Dict[str, Dict[str, object]] = {}
     total = len(gen.classes) * sum(gen.per_class)

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .shards import CLASS_MAP, FORMAT, INFO, PROG, read_shard
 
 

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from . import generated
-from .data import _OPPONENT
+from .generated import OPPONENT as _OPPONENT
 
 __all__ = [
     'LEAVES_VERSION', 'LEAVES_IMG_SIZE', 'LEAVES_CLASSES', 'LEAVES_HUES', 'LEAVES_ORIENTATIONS', 'LEAVES_PERIODS',

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .atomic import replace_when_done
-from .errors import UserError
-from .progress import progress as progress_bar
+from ..atomic import replace_when_done
+from ..errors import UserError
+from ..progress import progress as progress_bar
 
 PROG = 'timm-alexnet-split prepare-shards'
 FORMAT = 'timm-alexnet-split shards v1'

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -18,8 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
 from . import generated
-from .errors import UserError
 
 __all__ = [
     'DEMO_VERSION', 'DEMO_IMG_SIZE', 'DEMO_CLASSES', 'DEMO_ORIENTATIONS', 'DEMO_HUES', 'DEMO_SPLITS', 'DEMO_HARD_SPEC',
@@ -61,7 +60,7 @@ DATASETS = ('demo', 'demo-hard', 'leaves')  # what `demo-data --dataset` and the
 
 # Unit RGB vectors orthogonal to grey (1,1,1): colour added along them leaves the channel mean, the
 # luminance the chromatic fraction of PAPER.md measures, unchanged.
-_OPPONENT = np.stack([np.array([2.0, -1.0, -1.0]) / math.sqrt(6), np.array([0.0, 1.0, -1.0]) / math.sqrt(2)])
+_OPPONENT = generated.OPPONENT
 
 
 def _class_attrs(name: str) -> Tuple[float, float]:
@@ -325,7 +324,7 @@ def _kaggle_key(name: str) -> Tuple[int, str]:
 def _write_catsdogs(src: Path, dest: Path, split: Dict[str, Dict[str, List[str]]], mode: str, note: Optional[str],
                     skipped: List[str]) -> None:
     """Fill the empty folder ``dest`` with the split (symlinks to or copies of ``src``'s files) and split.json."""
-    from .progress import progress
+    from ..progress import progress
     total = sum(len(v) for part in split.values() for v in part.values())
     with progress(total=total, desc=mode, unit='file') as bar:
         for part, classes in split.items():
@@ -366,7 +365,7 @@ def prepare_catsdogs_main(argv: List[str]) -> int:
                         help='accept a folder without all 25,000 images: the validation share is scaled (and said so)')
     parser.set_defaults(mode='symlink')
     args = parser.parse_args(argv)
-    from .atomic import replace_when_done
+    from ..atomic import replace_when_done
 
     src, out = Path(args.src).expanduser().absolute(), Path(args.out).expanduser().absolute()
     if not src.is_dir():

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = ['TRAIN_NAMES', 'EVAL_NAMES', 'split_folders', 'find_split']
 
