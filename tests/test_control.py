@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from timm_alexnet_split import control, kernels
-from timm_alexnet_split.control import (
+from timm_alexnet_split import kernels
+from timm_alexnet_split.kernels import control
+from timm_alexnet_split.kernels.control import (
     bootstrap_mean,
     chromatic_fraction,
     conv1_from_random,

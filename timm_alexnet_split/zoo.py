@@ -27,8 +27,7 @@ import numpy as np
 from . import ort
 from .atomic import check_writable, replace_when_done
 from .contracts import ST_FORMAT, ST_MODEL, ST_MODEL_KWARGS, ST_NUM_CLASSES
-from .errors import UserError
-from .kernel_io import KernelsError
+from .errors import KernelsError, UserError
 from .onnx_graph import Graph, attrs, tensor_array
 from .onnx_graph import default_opset as _default_opset
 from .onnx_graph import load_onnx as _load_checked
