@@ -594,14 +594,6 @@ def _check_written(tmp: Path, model: nn.Module, input_size: Sequence[int], batch
     return report
 
 
-def __getattr__(name: str):
-    """``export.bench_onnxruntime`` (where it was documented before) is ort_bench.bench_onnxruntime."""
-    if name == 'bench_onnxruntime':
-        from .ort_bench import bench_onnxruntime
-        return bench_onnxruntime
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 # ---- command line ---------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -5,10 +5,7 @@ import argparse
 import contextlib
 import logging
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,63 +22,15 @@ from timm.data.distributed_sampler import OrderedDistributedSampler
 from tqdm import tqdm
 
 from ..errors import UserError
-from .collectives import signal_flags, signal_from_flags
+from .stops import Interrupted, StopRequest, signal_flags, signal_from_flags  # noqa: F401  (loop.StopRequest)
 
 _logger = logging.getLogger('timm_alexnet_split.train')
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class Diverged(Exception):
     def __init__(self, epoch: int, batch: int, value: float) -> None:
         super().__init__(epoch, batch, value)
         self.epoch, self.batch, self.value = epoch, batch, value
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag that the loops check between batches; a second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self.last_batch: Optional[int] = None  # the training batch after which the loop stopped
-        self._old: Dict[int, Any] = {}
-        self._pid = os.getpid()
-        self._when = 0.0
-
-    ECHO_SECONDS = 1.0  # the same signal again this soon is one request delivered twice, not a second one
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._pid:  # a loader worker (forked with this handler): the main process stops and tells
-            return
-        if self.signum is not None:
-            # GNU timeout sends its signal to the command and then to the command's process group: two deliveries
-            # of one request, which must not turn a clean stop into an immediate one
-            if signum == self.signum and time.monotonic() - self._when < self.ECHO_SECONDS:
-                return
-            raise KeyboardInterrupt
-        self.signum, self._when = signum, time.monotonic()
-        # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
-        with contextlib.suppress(OSError):
-            os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
-                        '(signal again, a second later, to stop at once)\n'.encode())
-
-    def __enter__(self) -> 'StopRequest':
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 def _batches(loader: Any, stop: Optional[StopRequest]) -> Iterator[Any]:

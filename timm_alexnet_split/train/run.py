@@ -41,10 +41,11 @@ from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
 from .loaders import build_loaders, check_batches, leave_stop_signals_to_main
 from .logs import logging_to
-from .loop import Diverged, Interrupted, StopRequest, evaluate, train_one_epoch
+from .loop import Diverged, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
 from .parts import build_pca, build_scheduler, loss_fns, metric_value, plateau_metric_name
 from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary
+from .stops import Interrupted, StopRequest
 
 __all__ = ['Run', 'main', 'checkpoint_state', 'weights_metadata', 'save_recovery']
 
