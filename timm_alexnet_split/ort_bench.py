@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from . import ort
-from .timing import time_variants
 from .export import INPUT_NAME, _random_images, create_split_model, export_onnx
+from .timing import time_variants
 
 __all__ = ['bench_onnxruntime']
 

@@ -12,11 +12,12 @@ colour-agnostic and those of the other largely colour-specific; Distill's "Branc
 - ``latent``: conv1 -> conv2 connectivity, its SVD against chromatic fraction and frequency;
 - ``control``: eta squared, the random-partition control, bootstrap intervals, conv1's distance from random;
 - ``report`` (one file: report.json and its figures), ``evolution`` (a run over its epochs), ``figures``;
-- ``files`` (the output folder, JSON-safe values, atomic writes), ``cli`` (the command line).
+- ``files`` (the output folder, JSON-safe values, atomic writes through ``atomic.replace_when_done``), ``cli``
+  (the command line).
 
 Invariant: the kernel tool is torch-free. Its modules import the standard library, numpy, onnx, matplotlib and
-safetensors' numpy API, and of the package only ``errors``, ``contracts`` and ``onnx_graph`` (themselves
-torch-free); never torch, never the package's ``__init__``. So ``timm-alexnet-split
+safetensors' numpy API, and of the package only ``errors``, ``atomic``, ``contracts``, ``run_files`` and
+``onnx_graph`` (themselves torch-free); never torch, never the package's ``__init__``. So ``timm-alexnet-split
 kernels`` starts without torch, and the folder runs as a plain script: ``python timm_alexnet_split/kernels FILE
 --out DIR``. Nothing outside the tool imports its private names; the names below are its public API.
 """

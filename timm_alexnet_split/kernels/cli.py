@@ -1,5 +1,5 @@
-"""The ``kernels`` command line: its parser and ``main``, which turns every KernelsError into one line on stderr
-and exit status 2 (the traceback too with TIMM_ALEXNET_SPLIT_DEBUG=1). Torch-free.
+"""The ``kernels`` command line: its parser and ``main``, which turns every UserError (KernelsError, an unwritable
+output) into one line on stderr and exit status 2 (the traceback too with TIMM_ALEXNET_SPLIT_DEBUG=1). Torch-free.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import KernelsError
+from ..errors import KernelsError, UserError, one_line
 from .compare import ALPHA
 from .evolution import evolution
 from .files import PROG
@@ -95,11 +95,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             inspect_file(args.file, args.out, args.groups, args.bgr, args.sort, args.force, args.permutations,
                          args.seed, args.alpha, args.quiet, args.measure, args.cutoff)
-    except KernelsError as e:
+    except UserError as e:
         if os.environ.get('TIMM_ALEXNET_SPLIT_DEBUG', '').strip() not in ('', '0'):  # --debug: for a bug report
             import traceback
             traceback.print_exc()
-        print(f'{PROG}: error: {" ".join(str(e).split())}', file=sys.stderr)
+        print(f'{PROG}: error: {one_line(e, limit=None)}', file=sys.stderr)
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0

@@ -9,7 +9,8 @@
   (random kernels: ~2/3) and each kernel's share of power at low spatial frequency (random kernels:
   :func:`random_low_frequency_share`).
 
-Runs as a plain module too: it imports only numpy.
+Numpy only: of the package it imports the kernel tool's ``measures`` (chromatic fraction, low-pass), so the
+control and the kernel tool measure a kernel alike.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from .measures import FFT_SIZE, LOW_PASS_CUTOFF, chromatic_fraction, low_pass  # the kernel tool's: both measure alike
+
 __all__ = [
     'LOW_CUTOFF', 'FFT_SIZE', 'GREY_THRESHOLD', 'RANDOM_CHROMATIC_FRACTION', 'eta_squared', 'partition_control',
-    'bootstrap_mean', 'chromatic_fraction', 'low_frequency_share', 'random_low_frequency_share', 'lowpass',
+    'bootstrap_mean', 'chromatic_fraction', 'low_frequency_share', 'random_low_frequency_share', 'low_pass',
     'conv1_from_random',
 ]
 
-LOW_CUTOFF = 0.25               # cycles per pixel: "low frequency" is at or below this radial frequency
-FFT_SIZE = 64                   # kernels are zero-padded to this size for their spectra (as the kernel tool does)
+LOW_CUTOFF = LOW_PASS_CUTOFF    # cycles per pixel: "low frequency" is at or below this radial frequency
 GREY_THRESHOLD = 0.3            # a kernel with a chromatic fraction below this counts as grey
 RANDOM_CHROMATIC_FRACTION = 2 / 3  # expected chromatic fraction of a kernel of independent random weights
 PARTITIONS = 1000
@@ -121,17 +123,6 @@ def bootstrap_mean(values: Values, resamples: int = 10_000, seed: int = 0, level
 
 # ---- how far conv1 is from random ------------------------------------------------------------------------------------
 
-def chromatic_fraction(w: np.ndarray) -> np.ndarray:
-    """``1 - ||P W||^2 / ||W||^2`` of kernels (..., 3, h, w), P the projection on grey; as the kernel tool's."""
-    w = np.asarray(w, np.float64)
-    if w.ndim < 3 or w.shape[-3] != 3:
-        raise ValueError(f'expected kernels of shape (..., 3, h, w), got {w.shape}')
-    total = np.square(w).sum(axis=(-3, -2, -1))
-    lum = 3.0 * np.square(w.mean(axis=-3)).sum(axis=(-2, -1))
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.clip(1.0 - lum / total, 0.0, 1.0)
-
-
 def _radius(size: int) -> np.ndarray:
     f = np.fft.fftfreq(size)
     return np.hypot(f[:, None], f[None, :])
@@ -156,16 +147,6 @@ def random_low_frequency_share(cutoff: float = LOW_CUTOFF, size: int = FFT_SIZE)
     return float((_radius(size) <= cutoff).mean())
 
 
-def lowpass(w: np.ndarray, cutoff: float = LOW_CUTOFF, size: int = FFT_SIZE) -> np.ndarray:
-    """Each kernel's low-pass part: the kernel's own window of its ideal low-pass (zero-padded FFT, frequencies
-    above ``cutoff`` removed)."""
-    w = np.asarray(w, np.float64)
-    h, k = w.shape[-2:]
-    spec = np.fft.fft2(w, s=(size, size))
-    spec[..., _radius(size) > cutoff] = 0
-    return np.fft.ifft2(spec).real[..., :h, :k]
-
-
 def _summary(values: np.ndarray) -> Dict[str, float]:
     v = values[np.isfinite(values)]
     if not len(v):
@@ -180,8 +161,9 @@ def conv1_from_random(w: np.ndarray, w0: Optional[np.ndarray] = None, cutoff: fl
 
     - ``chromatic``: chromatic fraction n, mean, quartiles, ``below_0_3`` (share of grey kernels);
       random kernels: mean ~2/3, none below 0.3.
-    - ``chromatic_lowpass``: the same for each kernel's low-pass part (training noise pulls every
-      chromatic fraction toward 2/3; the smooth part shows what was learned).
+    - ``chromatic_lowpass``: the same for each kernel's low-pass part (``measures.low_pass``, the kernel tool's
+      lowpass measure; training noise pulls every chromatic fraction toward 2/3; the smooth part shows what was
+      learned).
     - ``low_frequency_share``: each kernel's share of power at <= ``cutoff`` cycles/px, summarised;
       ``random_baseline`` is white noise's.
     - with the initial weights ``w0``: ``relative_change`` ||W - W0|| / ||W0|| and ``chromatic_added``,
@@ -200,7 +182,7 @@ def conv1_from_random(w: np.ndarray, w0: Optional[np.ndarray] = None, cutoff: fl
 
     out: Dict[str, object] = dict(
         kernels=len(w), cutoff=cutoff,
-        chromatic=colour(w), chromatic_lowpass=colour(lowpass(w, cutoff, size)),
+        chromatic=colour(w), chromatic_lowpass=colour(low_pass(w, cutoff)),
         low_frequency_share=dict(_summary(low_frequency_share(w, cutoff, size)),
                                  random_baseline=random_low_frequency_share(cutoff, size)),
         random_chromatic_fraction=RANDOM_CHROMATIC_FRACTION)

@@ -5,17 +5,17 @@ Torch-free (numpy, matplotlib). W - W0 (what training added) is measured when th
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import replace_when_done
 from ..errors import KernelsError, one_line
 from .compare import ALPHA, COLOUR_THRESHOLD, by_measure, compare_axes, frequency_stats, tower_stats
 from .figures import display_order, kernel_figure, kernel_tiles, mosaic, wrap
-from .files import PROG, check_out, clean, make_out, partial, progress, save_figure, write_json
+from .files import DURING, PROG, check_out, clean, make_out, progress, save_figure, write_json
 from .measures import (
     DEFAULT_MEASURE,
     LOW_PASS_CUTOFF,
@@ -143,18 +143,17 @@ def _evolution_gif(epochs: Sequence[int], arrays: Sequence[np.ndarray], counts: 
     fig, images, cols, chars = kernel_figure(groups, titles, header, bgr, header_lines=3)
     header_text = fig.texts[0]
     writer = PillowWriter(fps=fps)
-    tmp = partial(path)
-    writer.setup(fig, str(tmp), dpi=fig.dpi)
-    for n, i in enumerate(frames, 1):
-        groups, _, header = content(i)
-        for im, g in zip(images, groups):
-            im.set_data(mosaic(kernel_tiles(g, bgr), cols))
-        header_text.set_text(wrap(header, chars))
-        for _ in range(1 if i != frames[-1] else max(1, int(fps * 2))):  # hold the last frame ~2 s
-            writer.grab_frame()
-        progress(n, len(frames), 'drawing frames')
-    writer.finish()
-    os.replace(tmp, path)
+    with replace_when_done(path, True, DURING, keep_suffix=True) as tmp:   # Pillow picks GIF from the name
+        writer.setup(fig, str(tmp), dpi=fig.dpi)
+        for n, i in enumerate(frames, 1):
+            groups, _, header = content(i)
+            for im, g in zip(images, groups):
+                im.set_data(mosaic(kernel_tiles(g, bgr), cols))
+            header_text.set_text(wrap(header, chars))
+            for _ in range(1 if i != frames[-1] else max(1, int(fps * 2))):  # hold the last frame ~2 s
+                writer.grab_frame()
+            progress(n, len(frames), 'drawing frames')
+        writer.finish()
 
 
 def _series(values: Sequence[Optional[float]]) -> np.ndarray:

@@ -7,35 +7,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import numpy as np
 
+from ..atomic import replace_when_done
 from ..errors import KernelsError, one_line
 
 PROG = 'timm-alexnet-split kernels'
 
 
-def partial(path: Path) -> Path:
-    """The hidden name a file is written under before it replaces ``path``."""
-    return path.with_name(f'.{path.stem}.partial{path.suffix}')
+DURING = 'while the kernel tool ran'
 
 
 def save_figure(fig, path: Path) -> None:
-    """Write a matplotlib figure atomically (format from the suffix)."""
-    tmp = partial(path)
-    fig.savefig(tmp, format=path.suffix.lstrip('.'))
-    os.replace(tmp, path)
+    """Write a matplotlib figure atomically (``atomic.replace_when_done``; format from the suffix)."""
+    with replace_when_done(path, True, DURING) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip('.'))
 
 
 def write_json(obj: Dict[str, Any], path: Path) -> None:
     """Write ``obj`` as indented JSON atomically; NaN is refused (``clean`` it first)."""
-    tmp = partial(path)
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + '\n')
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=1, allow_nan=False) + '\n'
+    with replace_when_done(path, True, DURING) as tmp:
+        tmp.write_text(text)
 
 
 def clean(x: Any) -> Any:

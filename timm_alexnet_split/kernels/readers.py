@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import run_files as RF
 from ..contracts import ONNX_CHANNEL_ORDER, ONNX_CONV1_NODES, ONNX_NUM_TOWERS
 from ..errors import KernelsError, one_line
 from ..onnx_graph import MAX_ELEMENTS, check_file, load_onnx
@@ -263,14 +264,14 @@ def read_run_first_layer(run_dir: Path) -> FirstLayer:
     run_dir = Path(run_dir)
     epochs, arrays, meta = read_snapshots(run_dir, only=[0, -1])
     counts = meta['kernels_per_tower']
-    layer = FirstLayer(_split(arrays[-1], counts), [f'conv1/epoch_{epochs[-1]:04d}.npy {r}' for r in _ranges(counts)],
-                       'towers' if len(counts) > 1 else 'single', f'run folder: conv1/towers.json {counts}',
+    layer = FirstLayer(_split(arrays[-1], counts), [f'{RF.CONV1}/{RF.snapshot(epochs[-1])} {r}' for r in _ranges(counts)],
+                       'towers' if len(counts) > 1 else 'single', f'run folder: {RF.CONV1}/{RF.TOWERS} {counts}',
                        meta['channel_order'], str(run_dir))
     if epochs[0] == 0 and epochs[-1] > 0:
         layer.initial = arrays[0]
-    weights = run_dir / 'last.safetensors'
+    weights = run_dir / RF.LAST_WEIGHTS
     if not weights.is_file():
-        layer.conv2_reason = f'{run_dir} has no last.safetensors: conv2 weights unknown'
+        layer.conv2_reason = f'{run_dir} has no {RF.LAST_WEIGHTS}: conv2 weights unknown'
         return layer
     try:
         from safetensors import safe_open

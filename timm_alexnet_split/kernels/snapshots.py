@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import run_files as RF
 from ..errors import KernelsError, one_line
 from ..onnx_graph import MAX_ELEMENTS
 from .files import progress
@@ -56,8 +57,8 @@ def read_snapshots(run_dir: Path, only: Optional[Sequence[int]] = None) -> Tuple
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KernelsError(f'{run_dir}: no such folder; give a training run folder holding conv1/epoch_*.npy')
-    folder = run_dir / 'conv1' if (run_dir / 'conv1').is_dir() else run_dir
-    meta_path = folder / 'towers.json'
+    folder = run_dir / RF.CONV1 if (run_dir / RF.CONV1).is_dir() else run_dir
+    meta_path = folder / RF.TOWERS
     if not meta_path.is_file():
         raise KernelsError(f'{folder} has no towers.json: not a training run with conv1 snapshots')
     try:
@@ -72,7 +73,7 @@ def read_snapshots(run_dir: Path, only: Optional[Sequence[int]] = None) -> Tuple
         raise KernelsError(f'{meta_path}: num_towers={num} does not match kernels_per_tower={counts}')
     if order not in ('RGB', 'BGR'):
         raise KernelsError(f'{meta_path}: channel_order {order!r} is neither RGB nor BGR')
-    files = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(r'epoch_(\d+)\.npy', p.name)))
+    files = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(RF.SNAPSHOT_PATTERN, p.name)))
     if not files:
         raise KernelsError(f'{folder} has no epoch_NNNN.npy snapshots')
     if only is not None:

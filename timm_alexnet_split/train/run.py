@@ -31,6 +31,7 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import contracts as C
+from .. import run_files as RF
 from ..checkpoint import load_into, read_training_checkpoint
 from ..errors import UserError
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
@@ -44,7 +45,7 @@ from .logs import logging_to
 from .loop import Diverged, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
 from .parts import build_pca, build_scheduler, loss_fns, metric_value, plateau_metric_name
-from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary
+from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary, write_text
 from .stops import Interrupted, StopRequest
 
 __all__ = ['Run', 'main', 'checkpoint_state', 'weights_metadata', 'save_recovery']
@@ -334,13 +335,13 @@ def _write_run_files(r: Run) -> None:
     if not r.primary:
         return
     run_dir = r.run_dir
-    yaml_name = 'args.yaml' if r.ckpt is None else f'args-resume-epoch{r.start_epoch}.yaml'
-    (run_dir / yaml_name).write_text(yaml.safe_dump(args_dict(r.args), default_flow_style=False, sort_keys=False))
+    yaml_name = RF.ARGS if r.ckpt is None else RF.args_resume(r.start_epoch)
+    write_text(run_dir / yaml_name, yaml.safe_dump(args_dict(r.args), default_flow_style=False, sort_keys=False))
     if r.class_names:
-        (run_dir / 'class_map.txt').write_text(''.join(f'{c}\n' for c in r.class_names), encoding='utf-8')
+        write_text(run_dir / RF.CLASS_MAP, ''.join(f'{c}\n' for c in r.class_names))
     if r.save_conv1:
         _start_conv1_snapshots(r)
-    trim_summary(run_dir / 'summary.csv', r.start_epoch)
+    trim_summary(run_dir / RF.SUMMARY, r.start_epoch)
 
 
 def _start_conv1_snapshots(r: Run) -> None:
@@ -350,13 +351,13 @@ def _start_conv1_snapshots(r: Run) -> None:
         _logger.warning(f'conv1 snapshots off: {e}')
         r.save_conv1 = False
         return
-    conv1_dir = r.run_dir / 'conv1'
+    conv1_dir = r.run_dir / RF.CONV1
     conv1_dir.mkdir(exist_ok=True)
     towers = {'num_towers': len(per_tower), 'kernels_per_tower': per_tower,
               'channel_order': 'RGB' if k.shape[1] == 3 else 'L'}
-    (conv1_dir / 'towers.json').write_text(json.dumps(towers) + '\n')
+    write_text(conv1_dir / RF.TOWERS, json.dumps(towers) + '\n')
     if r.start_epoch == 0:
-        save_npy(conv1_dir / 'epoch_0000.npy', k)
+        save_npy(RF.snapshot_path(r.run_dir, 0), k)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -514,13 +515,13 @@ def _compare_replicas(r: Run, epoch: int) -> Tuple[str, Optional[List[Any]]]:
 def _save_epoch(r: Run, epoch: int, metric: Optional[float], train_m: Dict[str, float],
                 eval_m: Optional[Dict[str, float]], lr_used: float, rng_ranks: Optional[List[Any]]) -> bool:
     """Process 0: summary.csv, the checkpoints, the conv1 snapshot and the curves; True when the epoch is the best."""
-    summary = r.run_dir / 'summary.csv'
+    summary = r.run_dir / RF.SUMMARY
     utils.update_summary(epoch, train_m, eval_m, filename=str(summary), lr=lr_used,
                          write_header=not summary.is_file() or summary.stat().st_size == 0)
     is_best = r.saver.save(epoch, metric, checkpoint_state(r, epoch, metric, rng_ranks=rng_ranks),
                            utils.get_state_dict(r.train_model), weights_metadata(r, epoch))
     if r.save_conv1:
-        save_npy(r.run_dir / 'conv1' / f'epoch_{epoch + 1:04d}.npy', conv1_kernels(r.train_model)[0])
+        save_npy(RF.snapshot_path(r.run_dir, epoch + 1), conv1_kernels(r.train_model)[0])
     plot_curves(r.run_dir, f'{r.args.model}: {r.run_dir.name}')
     return is_best
 
