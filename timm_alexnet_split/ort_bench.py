@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from . import ort
-from .export import INPUT_NAME, _random_images, create_split_model, export_onnx
+from .export import create_split_model, export_onnx
+from .export_verify import INPUT_NAME, random_images
 from .timing import time_variants
 
 __all__ = ['bench_onnxruntime']
@@ -51,7 +52,7 @@ def bench_onnxruntime(
         torch.set_num_threads(threads)
         try:
             for b in batch_sizes:
-                x = _random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
+                x = random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
                 feed = {INPUT_NAME: x.numpy()}
 
                 def run_torch(x: torch.Tensor = x) -> None:
