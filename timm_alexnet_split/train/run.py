@@ -42,7 +42,7 @@ from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
 from .loaders import build_loaders, check_batches, leave_stop_signals_to_main
 from .logs import logging_to
-from .loop import Diverged, evaluate, train_one_epoch
+from .loop import Diverged, TrainStep, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
 from .parts import build_pca, build_scheduler, loss_fns, metric_value, plateau_metric_name
 from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary, write_text
@@ -88,6 +88,7 @@ class Run:
     skip_log: Optional[Path] = None
     saver: Optional[RunSaver] = None
     save_conv1: bool = False
+    step: Optional[TrainStep] = None  # what every training step uses (the epochs)
     epoch: int = 0
 
 
@@ -410,6 +411,7 @@ def _train_epochs(r: Run) -> int:
                  f'{args.batch_size}; lr {args.lr:g} '
                  f'({args.sched}{", watching " + r.plateau_metric if r.plateau_metric else ""})')
     skipped_seen = skip_counts(r.skip_log)[0]
+    r.step = _train_step_of(r)
     r.epoch = r.start_epoch
     try:
         for epoch in range(r.start_epoch, r.num_epochs):
@@ -434,6 +436,14 @@ def _train_epochs(r: Run) -> int:
     return 0
 
 
+def _train_step_of(r: Run) -> TrainStep:
+    """What every training step of the run uses, once the model, optimizer, schedule and run folder exist."""
+    return TrainStep(r.train_model, r.optimizer, r.train_loss_fn, r.args, r.device, lr_scheduler=r.lr_scheduler,
+                     amp_autocast=r.amp_autocast, loss_scaler=r.loss_scaler, model_dtype=r.model_dtype, pca=r.pca,
+                     stop=r.stop, on_recovery=partial(save_recovery, r) if r.primary else None,
+                     run_dir=r.run_dir if r.primary else None)
+
+
 def _one_epoch(r: Run, epoch: int, skipped_seen: int) -> int:
     """Train, validate, step the schedule, save and report one epoch; the skip count seen so far."""
     args = r.args
@@ -443,10 +453,7 @@ def _one_epoch(r: Run, epoch: int, skipped_seen: int) -> int:
         if hasattr(sampler, 'seed'):
             sampler.seed = args.seed
         sampler.set_epoch(epoch)
-    train_m = train_one_epoch(
-        epoch, r.train_model, r.loader_train, r.optimizer, r.train_loss_fn, args, r.device, lr_scheduler=r.lr_scheduler,
-        amp_autocast=r.amp_autocast, loss_scaler=r.loss_scaler, model_dtype=r.model_dtype, pca=r.pca, stop=r.stop,
-        on_recovery=partial(save_recovery, r) if r.primary else None, run_dir=r.run_dir if r.primary else None)
+    train_m = train_one_epoch(epoch, r.loader_train, r.step)
     if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
         utils.distribute_bn(r.train_model, args.world_size, args.dist_bn == 'reduce')
     eval_m = _validate_epoch(r, epoch)
