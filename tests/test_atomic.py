@@ -126,6 +126,29 @@ def test_the_new_file_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatc
     assert events == [('fsync', os.path.realpath(tmp)), ('replace', str(tmp))] and dest.read_text() == 'new'
 
 
+def test_keep_suffix_writes_under_a_name_with_the_real_suffix(tmp_path):
+    dest = tmp_path / 'evolution.gif'
+    dest.write_text('old')
+    with replace_when_done(dest, True, 'while drawing', keep_suffix=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith('.evolution.') and tmp.suffix == '.gif'
+        tmp.write_text('new')
+    assert dest.read_text() == 'new' and sorted(p.name for p in tmp_path.iterdir()) == ['evolution.gif']
+
+
+def test_the_kernel_tools_figures_gif_and_json_are_synced_before_they_replace(tmp_path, monkeypatch, capsys):
+    """Every file the kernel tool writes goes through replace_when_done: fsync, then os.replace, nothing left."""
+    from kernel_reference import outputs
+    synced, replaced = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: (synced.add(os.readlink(f'/proc/self/fd/{fd}')), real_fsync(fd))[1])
+    monkeypatch.setattr(os, 'replace', lambda a, b: (replaced.append((os.path.realpath(a), os.path.realpath(b))),
+                                                     real_replace(a, b))[1])
+    files = outputs(tmp_path)
+    written = {str(Path(b).relative_to(tmp_path.resolve())) for _, b in replaced}
+    assert written == set(files) and all(a in synced for a, _ in replaced)
+    assert not [p for p in tmp_path.rglob('.*')], 'a temporary file was left behind'
+
+
 # ---- the package's writers use replace_when_done: an unwritable place is one UserError, nothing is left behind -----
 def _tiny_generated():
     import numpy as np

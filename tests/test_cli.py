@@ -112,8 +112,7 @@ def test_debug_before_the_kernel_tool_keeps_it_torch_free(tmp_path):
 
 
 def test_the_kernel_tools_error_is_a_user_error():
-    from timm_alexnet_split.errors import UserError
-    from timm_alexnet_split.kernel_io import KernelsError
+    from timm_alexnet_split.errors import KernelsError, UserError
     assert issubclass(KernelsError, UserError)
 
 

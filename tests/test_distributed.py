@@ -64,10 +64,10 @@ class Faulty:
             yield batch
 
 
-def train_one_epoch(epoch, model, loader, *args, **kwargs):
+def train_one_epoch(epoch, loader, step):
     if epoch == EPOCH and int(os.environ['RANK']) == RANK:
         loader = Faulty(loader)
-    return real_train_one_epoch(epoch, model, loader, *args, **kwargs)
+    return real_train_one_epoch(epoch, loader, step)
 
 
 train.run.train_one_epoch = train_one_epoch

@@ -262,7 +262,7 @@ def test_a_one_channel_model_exports_from_a_plain_state_dict(tmp_path, capsys):
 
 
 def test_ir_limit_is_where_onnxruntime_stops_loading():
-    from timm_alexnet_split.export import _ort_loads
+    from timm_alexnet_split.export_opset import _ort_loads
     max_ir, max_opset = ort_limits()
     assert _ort_loads(max_ir, 18)
     if max_ir < onnx.IR_VERSION:

@@ -1,4 +1,4 @@
-"""The kernel-inspection tool (timm_alexnet_split/kernels.py) on ONNX graphs with known conv1 kernels."""
+"""The kernel-inspection tool (timm_alexnet_split/kernels/) on ONNX graphs with known conv1 kernels."""
 from __future__ import annotations
 
 import itertools
@@ -30,7 +30,7 @@ from onnx_graphs import (
 
 from timm_alexnet_split import kernels as K
 
-KERNELS_PY = Path(K.__file__)
+KERNELS_DIR = Path(K.__file__).parent   # runs as a plain script: python timm_alexnet_split/kernels
 PREFIX = 'timm-alexnet-split kernels: error: '
 FAST = ['--permutations', '4000', '--quiet']  # p down to 2.5e-4: enough for the verdicts tested here
 
@@ -463,11 +463,11 @@ def test_runs_as_a_script_without_torch(tmp_path):
     save_file({'towers.0.conv1.weight': grey(16), 'towers.1.conv1.weight': colour(16)}, str(tmp_path / 'w.safetensors'))
     path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'data' / 'm.onnx')
     for target in (path, tmp_path / 'w.safetensors'):
-        done = subprocess.run([sys.executable, str(KERNELS_PY), str(target), '--out', str(tmp_path / target.stem),
+        done = subprocess.run([sys.executable, str(KERNELS_DIR), str(target), '--out', str(tmp_path / target.stem),
                                '--permutations', '2000'], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert 'verdict: towers differ in colour' in done.stdout and 'tower 1 colour-specific' in done.stdout
-    bad = subprocess.run([sys.executable, str(KERNELS_PY), str(tmp_path / 'nothere.onnx')], env=env,
+    bad = subprocess.run([sys.executable, str(KERNELS_DIR), str(tmp_path / 'nothere.onnx')], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith(PREFIX) and bad.stderr.count('\n') == 1
 
@@ -488,7 +488,7 @@ def test_loads_under_a_stub_parent_package_without_torch(tmp_path):
     """As the command line loads it: timm_alexnet_split.kernels under a parent package whose __init__ never runs."""
     env = env_without_torch(tmp_path)
     path = save(tower_style_graph([grey(16), colour(16)]), tmp_path / 'm.onnx')
-    code = STUB_PARENT.format(folder=str(KERNELS_PY.parent))
+    code = STUB_PARENT.format(folder=str(KERNELS_DIR.parent))
     done = subprocess.run([sys.executable, '-c', code, str(path), '--out', str(tmp_path / 'r'), '--permutations', '500'],
                           env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

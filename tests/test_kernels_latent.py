@@ -13,7 +13,7 @@ from kernel_cli import report, run
 from onnx import TensorProto, helper, numpy_helper
 from onnx_graphs import IR_VERSION, OPSET, caffe_style_graph, colour_kernels, grey_kernels, save, tower_style_graph
 
-from timm_alexnet_split.latent import connectivity, double_centre
+from timm_alexnet_split.kernels.latent import connectivity, double_centre
 
 FAST = ['--permutations', '2000', '--quiet']
 

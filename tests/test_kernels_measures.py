@@ -12,7 +12,7 @@ from kernel_cli import report, run
 from onnx_graphs import colour_kernels, grey_kernels, random_kernels, save, tower_style_graph
 
 from timm_alexnet_split import kernels as K
-from timm_alexnet_split.kernel_measures import low_pass_components, resolve_measure
+from timm_alexnet_split.kernels.measures import low_pass_components, resolve_measure
 
 FAST = ['--permutations', '2000', '--quiet']
 
@@ -126,7 +126,7 @@ def test_towers_that_differ_in_both_axes_name_both(tmp_path, capsys):
 
 
 def test_split_verdict_wording():
-    from timm_alexnet_split.kernel_compare import split_verdict
+    from timm_alexnet_split.kernels.compare import split_verdict
     m = 'chromatic fraction of the whole kernel'
     assert split_verdict([0.1, 0.12], 0.7, [0.08, 0.33], 5e-5, m) == \
         f'towers differ in spatial frequency (0.08 vs 0.33 cycles/px, p < 1e-4), not in colour (p = 0.7) [measure: {m}]'

@@ -12,10 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_graphs import IR_VERSION, OPSET, colour_kernels, grey_kernels, hostile_files, move_to_external, save, tower_style_graph
 
 from timm_alexnet_split import onnx_graph
-from timm_alexnet_split.kernel_io import KernelsError
+from timm_alexnet_split.errors import KernelsError
 
 PACKAGE = Path(onnx_graph.__file__).parent
-TORCH_FREE = ('onnx_graph', 'kernel_graph', 'contracts', 'kernels')
+TORCH_FREE = ('onnx_graph', 'kernels.graph', 'contracts', 'kernels')
 
 
 def test_torch_free_modules_import_without_torch(tmp_path):

@@ -22,7 +22,11 @@ def _why(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def _temp_path(dest: Path) -> Path:
+def _temp_path(dest: Path, keep_suffix: bool = False) -> Path:
+    """The hidden name beside ``dest`` that the new file is written under (``keep_suffix``: ending in dest's suffix,
+    for writers that choose the format by the name, such as matplotlib's GIF writer)."""
+    if keep_suffix:
+        return dest.with_name(f'.{dest.stem}.{os.getpid()}.tmp{dest.suffix}')
     return dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
 
 
@@ -102,7 +106,7 @@ def check_writable(dest: Path, make_folder: bool = False) -> None:
 
 @contextlib.contextmanager
 def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: bool = False,
-                      folder: bool = False) -> Iterator[Path]:
+                      folder: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path beside ``dest`` to write (and check) the new file at; when the block ends without an error
     it replaces ``dest``. An error leaves ``dest`` as it was, and the temporary file never outlives the block.
 
@@ -114,6 +118,8 @@ def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: boo
             without it a missing folder is a UserError.
         folder: the output is a folder: the temporary path is an empty folder to fill, and it can replace only a
             ``dest`` that is missing or an empty folder (a folder with files in it is never replaced).
+        keep_suffix: the temporary name ends in ``dest``'s suffix ('.gif'), for a writer that picks the format
+            from the name.
 
     The temporary file is created before the block runs, so an unwritable place is reported before any work, and
     is synced to disk before it replaces ``dest``.
@@ -124,7 +130,7 @@ def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: boo
     missing = _missing_folders(dest)
     if missing and not make_folder:
         raise UserError(f'cannot write {dest}: the folder {missing[0]} does not exist; create it first')
-    tmp = _temp_path(dest)
+    tmp = _temp_path(dest, keep_suffix)
     created = done = False
     try:
         _make_folders(dest, missing)

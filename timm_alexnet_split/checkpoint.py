@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from . import run_files as RF
 from .contracts import ST_CLASS_NAMES, ST_DATA_CONFIG, ST_GLOBAL_POOL, ST_IN_CHANS, ST_MODEL, ST_NUM_CLASSES, header_model_kwargs
 from .errors import UserError
 
@@ -41,9 +42,9 @@ __all__ = ['Checkpoint', 'ModelInfo', 'RunInfo', 'find_run_checkpoint', 'load_ch
 
 _PREFIXES = ('module.', '_orig_mod.')
 _STATE_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
-_BEST = ('model_best.pth.tar', 'model_best.safetensors', 'best.pth.tar', 'best.safetensors', 'model_best.pth')
-_LAST = ('last.pth.tar', 'last.safetensors', 'last.pth')
-_CLASS_FILES = ('class_map.txt', 'class_map.json', 'classes.txt', 'classes.json', 'class_names.json')
+_BEST = (RF.BEST, RF.BEST_WEIGHTS, 'best.pth.tar', 'best.safetensors', 'model_best.pth')   # ours, then others'
+_LAST = (RF.LAST, RF.LAST_WEIGHTS, 'last.pth')
+_CLASS_FILES = (RF.CLASS_MAP, 'class_map.json', 'classes.txt', 'classes.json', 'class_names.json')
 
 
 @dataclass
@@ -230,7 +231,7 @@ def find_run_checkpoint(run_dir: Path) -> Path:
     for name in _BEST + _LAST:
         if (run_dir / name).is_file():
             return run_dir / name
-    numbered = sorted(run_dir.glob('checkpoint-*.pth.tar'),
+    numbered = sorted(run_dir.glob(RF.NUMBERED_GLOB),
                       key=lambda p: int(m.group(1)) if (m := re.search(r'-(\d+)\.pth\.tar$', p.name)) else -1)
     if numbered:
         return numbered[-1]
@@ -351,7 +352,7 @@ def read_run(run_dir: Path) -> RunInfo:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f'run folder {run_dir} does not exist; give the folder that holds args.yaml and the checkpoints')
-    args_path = run_dir / 'args.yaml'
+    args_path = run_dir / RF.ARGS
     args: Dict[str, Any] = {}
     if args_path.is_file():
         try:

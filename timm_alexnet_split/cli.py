@@ -4,7 +4,7 @@ Each subcommand lives in its own module as ``main(argv) -> int``; this file only
 script enters through ``timm_alexnet_split_cli`` (outside the package), which runs the torch-free commands
 (``kernels``, ``--version``, ``--help``) without importing the package's ``__init__``: this module and the
 modules those commands use import nothing that imports torch. The kernel tool also runs as a plain script:
-``python timm_alexnet_split/kernels.py FILE.onnx``.
+``python timm_alexnet_split/kernels FILE.onnx``.
 """
 from __future__ import annotations
 

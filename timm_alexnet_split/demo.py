@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from . import run_files as RF
 from .atomic import replace_when_done
 from .errors import UserError
 from .train.rundir import completed_epochs
@@ -32,7 +33,7 @@ def _say(msg: str) -> None:
 
 
 def _planned_epochs(run: Path, recipe: Path) -> int:
-    for src in (run / 'args.yaml', recipe):
+    for src in (run / RF.ARGS, recipe):
         if src.is_file():
             cfg = yaml.safe_load(src.read_text()) or {}
             if 'epochs' in cfg:
@@ -55,12 +56,12 @@ def train_or_reuse(recipe: Path, runs: Path, name: str, retrain: bool, extra: Li
     run = runs / name
     if run.exists() and not retrain:
         done, planned = completed_epochs(run), _planned_epochs(run, recipe)
-        if done >= planned and (run / 'model_best.pth.tar').is_file():
+        if done >= planned and (run / RF.BEST).is_file():
             _say(f'reusing the trained run {run} ({done} epochs); pass --retrain to train a new one')
             return run
-        if (run / 'last.pth.tar').is_file():
+        if (run / RF.LAST).is_file():
             _say(f'resuming the interrupted run {run} from epoch {done} of {planned}')
-            code = train.main(['--resume', str(run / 'last.pth.tar'), *extra])
+            code = train.main(['--resume', str(run / RF.LAST), *extra])
             if code:
                 raise UserError(f'training stopped (exit {code}); run `make demo` again to resume')
             return run
@@ -72,8 +73,8 @@ def train_or_reuse(recipe: Path, runs: Path, name: str, retrain: bool, extra: Li
     code = train.main(['--config', str(recipe), '--output', str(runs), '--experiment', name, *extra])
     if code:
         raise UserError(f'training stopped (exit {code}); run `make demo` again to resume')
-    if not (run / 'model_best.pth.tar').is_file():
-        raise UserError(f'training finished but {run}/model_best.pth.tar is missing')
+    if not (run / RF.BEST).is_file():
+        raise UserError(f'training finished but {run / RF.BEST} is missing')
     return run
 
 
@@ -137,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         run=str(run), onnx=str(onnx_path), verdict=report['verdict'],
         files=files, train_seconds=round(t_train - t0, 1), total_seconds=round(time.time() - t0, 1)))
 
-    summary = list(csv.DictReader(open(run / 'summary.csv', newline='')))
+    summary = list(csv.DictReader(open(run / RF.SUMMARY, newline='')))
     best = max(float(r['eval_top1']) for r in summary if r.get('eval_top1') not in (None, ''))
     print()
     print(f'validation top-1 (best epoch): {best:.1f}%   run: {run}')
@@ -152,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'files: {onnx_path}  {args.exports / "report.json"}  {args.exports / "kernels.png"}  '
           f'{args.exports / "chromatic_fraction.png"}  {args.exports / "colour_frequency.png"}  '
           f'{args.exports / "evolution" / "evolution.gif"}  '
-          f'{args.exports / "evolution" / "evolution.png"}  curves: {run / "acc.png"} {run / "loss.png"}')
+          f'{args.exports / "evolution" / "evolution.png"}  curves: {run / RF.ACC_PNG} {run / RF.LOSS_PNG}')
     _say(f'done in {time.time() - t0:.0f} s')
     return 0
 

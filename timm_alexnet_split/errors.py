@@ -1,8 +1,35 @@
-"""The one error class a user can cause (bad path, unknown model, corrupt file...).
+"""The error classes a user can cause (bad path, unknown model, corrupt file...) and the one way to put an
+exception's message into such an error.
 
-The command line turns it into one line on stderr and exit status 2, never a traceback.
+The command line turns a UserError into one line on stderr and exit status 2, never a traceback. Torch-free
+(standard library only): the kernel tool and the ONNX reader import it.
 """
+from __future__ import annotations
+
+from typing import Optional
 
 
 class UserError(Exception):
     """A problem with the user's input, with a message that says what to do."""
+
+
+class KernelsError(UserError):
+    """Bad input to the kernel tool or the ONNX reader (file, graph or option): the message says what is wrong and
+    what to do."""
+
+
+def one_line(e: BaseException, limit: Optional[int] = 160, first_line: bool = False) -> str:
+    """An exception's message on one line (its type's name when it has none), for quoting in a UserError.
+
+    Args:
+        e: the exception.
+        limit: at most this many characters (longer ends in '...'); None: no limit.
+        first_line: keep only the first line of the message (a library's multi-line report), cut at ``limit``
+            without '...'; otherwise every line is joined with single spaces.
+    """
+    if first_line:
+        text = str(e).strip()
+        text = text.splitlines()[0] if text else type(e).__name__
+        return text if limit is None else text[:limit]
+    text = ' '.join(str(e).split()) or type(e).__name__
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + '...'

@@ -3,7 +3,7 @@
 The graph comes from torch.onnx's dynamo exporter (no Cast / Identity noise, one ``LRN`` node per
 tower and layer), then is tidied for readers (Netron) and for the ``kernels`` tool:
 
-- nodes are named by module, TorchScript style: ``/towers.0/conv1/Conv``, ``/towers.1/norm2/LRN``,
+- nodes are named by module (``export_tidy``), TorchScript style: ``/towers.0/conv1/Conv``, ``/towers.1/norm2/LRN``,
   ``/pre_logits/fc6/Gemm``; the two places where the towers meet, ``/conv3_input/Concat`` and
   ``/fc6_input/Concat``; tensors ``<node>_output_0``;
 - every Conv / Gemm reads initializers named by its parameters (``towers.0.conv1.weight`` ...), even
@@ -11,11 +11,11 @@ tower and layer), then is tidied for readers (Netron) and for the ``kernels`` to
 - the batch axis is dynamic; the IR version is the lowest the opset needs (onnx 1.23 would write 14,
   which onnxruntime 1.31 refuses), checked against what the installed onnxruntime loads;
 - another opset (``opset``: MIN_OPSET up to the newest the installed onnxruntime loads) comes from onnx's
-  version converter, helped where it has no adapter (see ``_convert_opset``);
+  version converter, helped where it has no adapter (``export_opset``: also what onnxruntime loads);
 - ``metadata_props``: architecture, num_towers, conv1_nodes, channel_order, mean, std, input_size,
   lrn, package_version, and class_names / checkpoint_sha256 when known.
 
-Verification runs the written file in onnxruntime (CUDA when torch sees a GPU, else CPU) on random
+Verification (``export_verify``) runs the written file in onnxruntime (CUDA when torch sees a GPU, else CPU) on random
 0-255 images minus the mean pixel and compares with PyTorch fp32 on the CPU. The error is
 ``max |onnx - torch| / max |torch|`` over the batch's logits; above ``tolerance`` (default 1e-4) the
 export fails and no file is left behind.
@@ -23,24 +23,20 @@ export fails and no file is left behind.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import copy
-import functools
 import io
 import json
 import sys
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from . import ort
+from . import export_verify
 from .atomic import replace_when_done
 from .contracts import (
     ONNX_ARCHITECTURE,
@@ -56,63 +52,17 @@ from .contracts import (
     ONNX_STD,
 )
 from .errors import UserError
-from .onnx_graph import Graph
+from .export_opset import MIN_OPSET, check_opset, convert_opset, ir_version_for, opset_of, ort_limits
+from .export_tidy import tidy_graph
+from .export_verify import INPUT_NAME, mean_std, random_images
 
 __all__ = ['DEFAULT_TOLERANCE', 'MIN_OPSET', 'create_split_model', 'export_onnx', 'main', 'ort_limits']
 
 DEFAULT_TOLERANCE = 1e-4
-MIN_OPSET = 14  # onnx's version converter cannot take the exporter's graph lower (no Relu / Reshape adapter 14 -> 13)
-INPUT_NAME = 'input'
 PROG = 'timm-alexnet-split export'
 
 
 # ---- what onnxruntime accepts ------------------------------------------------------------------
-def _ort_loads(ir_version: int, opset: int) -> bool:
-    """True when the installed onnxruntime loads a one-Relu model of this IR version and ai.onnx opset."""
-    from onnx import TensorProto, helper
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ('x', 'y')]
-    graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'probe', vi[:1], vi[1:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
-    model.ir_version = ir_version
-    return ort.loads(model.SerializeToString())
-
-
-@functools.lru_cache(maxsize=None)
-def ort_limits() -> Tuple[int, int]:
-    """(highest IR version, highest ai.onnx opset) the installed onnxruntime loads, found by trying tiny models."""
-    import onnx
-    from onnx.helper import find_min_ir_version_for, make_opsetid
-    opset = next((v for v in range(onnx.defs.onnx_opset_version(), 6, -1)
-                  if _ort_loads(find_min_ir_version_for([make_opsetid('', v)]), v)), 7)
-    ir = next((v for v in range(onnx.IR_VERSION, 2, -1) if _ort_loads(v, 7)), 3)
-    return ir, opset
-
-
-def _ir_version_for(model) -> int:
-    """The lowest IR version the model's opsets need (onnx.helper.VERSION_TABLE); UserError if onnxruntime refuses it."""
-    from onnx.helper import find_min_ir_version_for
-    need = find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    max_ir, max_opset = ort_limits()
-    if need > max_ir:
-        raise UserError(f'opset {_opset(model)} needs ONNX IR version {need}; the installed onnxruntime loads up to '
-                        f'IR {max_ir} (opset {max_opset}): choose a lower --opset')
-    return need
-
-
-def _check_opset(opset: Optional[int]) -> None:
-    """UserError, before any work, for an opset the export cannot write or the installed onnxruntime cannot load."""
-    if opset is None:
-        return
-    _, max_opset = ort_limits()
-    if opset < MIN_OPSET:
-        raise UserError(f'opset {opset} is not supported: onnx\'s version converter cannot rewrite the graph below opset '
-                        f'{MIN_OPSET}; choose {MIN_OPSET}..{max_opset}')
-    if opset > max_opset:
-        raise UserError(f'opset {opset} is newer than the installed onnxruntime loads; choose {MIN_OPSET}..{max_opset}')
-
-
-def _opset(model) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
 
 
 # ---- model creation ------------------------------------------------------------------------------
@@ -144,138 +94,6 @@ def create_split_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 # ---- graph tidying ---------------------------------------------------------------------------------
-def _module_path(node) -> str:
-    """The module that produced ``node`` (from the dynamo exporter's name scopes), '' for top-level ops."""
-    for p in node.metadata_props:
-        if p.key == 'pkg.torch.onnx.name_scopes':
-            try:
-                scopes = ast.literal_eval(p.value)
-            except (ValueError, SyntaxError):
-                return ''
-            return scopes[-2] if isinstance(scopes, list) and len(scopes) >= 3 else ''
-    return ''
-
-
-def _scope_name(path: str) -> str:
-    """'towers.0.conv1' -> '/towers.0/conv1' (list indices stay with their list, as TorchScript names them)."""
-    parts: List[str] = []
-    for part in path.split('.'):
-        if part.isdigit() and parts:
-            parts[-1] += f'.{part}'
-        else:
-            parts.append(part)
-    return '/' + '/'.join(parts)
-
-
-def _downstream_module(graph: Graph, paths: Sequence[str], j: int, seen: Tuple[int, ...] = ()) -> str:
-    """The first module that a top-level op (cat, view) at node ``j`` feeds, '' when none."""
-    for out in graph.nodes[j].output:
-        for c in graph.consumers.get(out, []):
-            k = graph.index[id(c)]
-            if paths[k]:
-                return paths[k]
-            if k not in seen and (found := _downstream_module(graph, paths, k, seen + (k,))):
-                return found
-    return ''
-
-
-def _name_nodes(graph: Graph, paths: Sequence[str]) -> None:
-    """'/towers.0/conv1/Conv' by module; top-level ops by the module they feed ('/conv3_input/Concat'); _1, _2 for repeats."""
-    used: Counter = Counter()
-    for j, n in enumerate(graph.nodes):
-        if paths[j]:
-            base = f'{_scope_name(paths[j])}/{n.op_type}'
-        else:
-            feeds = _downstream_module(graph, paths, j)
-            base = f'/{feeds.split(".")[-1]}_input/{n.op_type}' if feeds else f'/{n.op_type}'
-        n.name = base if not used[base] else f'{base}_{used[base]}'
-        used[base] += 1
-
-
-def _name_values(graph) -> None:
-    """Intermediate values named after the node that computes them: '<node>_output_<i>'."""
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
-    rename = {out: f'{n.name}_output_{i}' for n in graph.node for i, out in enumerate(n.output) if out and out not in keep}
-    for n in graph.node:
-        n.input[:] = [rename.get(i, i) for i in n.input]
-        n.output[:] = [rename.get(o, o) for o in n.output]
-    for vi in graph.value_info:
-        vi.name = rename.get(vi.name, vi.name)
-
-
-def _bind_slot(graph, inits: Dict[str, Any], n, slot: int, key: str, want: np.ndarray) -> None:
-    """Let input ``slot`` of ``n`` read the initializer ``key`` when it holds the same values (or a dropped zero bias)."""
-    from onnx import numpy_helper
-    cur = n.input[slot] if slot < len(n.input) else ''
-    if cur == key:
-        return
-    same = cur in inits and np.array_equal(numpy_helper.to_array(inits[cur]), want)
-    dropped = not cur and slot == len(n.input) and not np.any(want)  # the optimizer removed a zero bias
-    if not (same or dropped):
-        return
-    if key not in inits:
-        inits[key] = numpy_helper.from_array(np.ascontiguousarray(want), key)
-        graph.initializer.append(inits[key])
-    if dropped:
-        n.input.append(key)
-    else:
-        n.input[slot] = key
-
-
-def _bind_parameters(graph, nodes: Sequence[Any], paths: Sequence[str], params: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    """Conv/Gemm weight and bias inputs read initializers named by parameter ('towers.0.conv1.weight')."""
-    inits = {t.name: t for t in graph.initializer}
-    for n, path in zip(nodes, paths):
-        if n.op_type not in ('Conv', 'Gemm') or not path:
-            continue
-        for slot, suffix in ((1, 'weight'), (2, 'bias')):
-            want = params.get(f'{path}.{suffix}')
-            if want is not None:
-                _bind_slot(graph, inits, n, slot, f'{path}.{suffix}', want)
-    return inits
-
-
-def _name_constants(graph, inits: Dict[str, Any], params: Dict[str, np.ndarray], opset: int) -> None:
-    """Other constants (a Reshape's shape), used once: '<node>/<input name in the operator schema>'."""
-    from onnx import defs
-    for n in graph.node:
-        for slot, i in enumerate(n.input):
-            if i in inits and i not in params and sum(i in c.input for c in graph.node) == 1:
-                try:
-                    arg = defs.get_schema(n.op_type, opset, n.domain).inputs[slot].name
-                except Exception:  # no schema / variadic input
-                    arg = str(slot)
-                new = f'{n.name}/{arg}'
-                inits[i].name = new
-                inits[new] = inits.pop(i)
-                n.input[slot] = new
-
-
-def _drop_unused(graph, params: Dict[str, np.ndarray]) -> None:
-    """Initializers nobody reads go; the rest in parameter order. value_info of vanished values goes too."""
-    live = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    order = {k: j for j, k in enumerate(params)}
-    kept = sorted((t for t in graph.initializer if t.name in live), key=lambda t: order.get(t.name, len(order)))
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    infos = [vi for vi in graph.value_info if vi.name in live or vi.name in {o for n in graph.node for o in n.output}]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
-
-
-def _tidy_graph(proto, model: nn.Module) -> None:
-    """Name nodes and tensors by module, bind Conv/Gemm inputs to initializers named by parameter, drop exporter metadata."""
-    index = Graph(proto)
-    paths = [_module_path(n) for n in index.nodes]
-    _name_nodes(index, paths)
-    _name_values(proto.graph)
-    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    inits = _bind_parameters(proto.graph, index.nodes, paths, params)
-    _name_constants(proto.graph, inits, params, _opset(proto))
-    _drop_unused(proto.graph, params)
-    g = proto.graph
-    for item in list(g.node) + list(g.input) + list(g.output) + list(g.value_info):
-        del item.metadata_props[:]
 
 
 def _graph_facts(proto, model: nn.Module, lrn_form: str = 'node') -> Dict[str, Any]:
@@ -339,7 +157,7 @@ def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any]
     from . import __version__
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     arch = cfg.get('architecture') or type(model).__name__
-    mean, std = _mean_std(model, input_size[0])
+    mean, std = mean_std(model, input_size[0])
     meta: Dict[str, Any] = {
         ONNX_ARCHITECTURE: arch + (f'.{cfg["tag"]}' if cfg.get('tag') else ''),
         ONNX_NUM_TOWERS: model.num_towers,
@@ -358,46 +176,6 @@ def _metadata(model: nn.Module, input_size: Sequence[int], facts: Dict[str, Any]
 
 
 # ---- verification ------------------------------------------------------------------------------------
-def _session(path: Path):
-    """An onnxruntime session: CUDA (TF32 off) when torch sees a GPU, else CPU. Returns (session, provider)."""
-    sess = ort.session(path, 'the export', cuda=torch.cuda.is_available())
-    return sess, sess.get_providers()[0]
-
-
-def _mean_std(model: nn.Module, chans: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """The model's normalisation for ``chans`` channels: a 3-channel mean / std averaged for other counts, as
-    timm's loader does (timm.data.loader.adapt_to_chs)."""
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    out = []
-    for v, default in ((cfg.get('mean'), 0.0), (cfg.get('std'), 1.0)):
-        v = tuple(float(x) for x in v) if v else (default,) * chans
-        out.append(v if len(v) == chans else (sum(v) / len(v),) * chans)
-    return out[0], out[1]
-
-
-def _random_images(batch: int, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], seed: int) -> torch.Tensor:
-    """Uniform 0-255 pixels, preprocessed as real ones are: (x / 255 - mean) / std (the paper: x - mean pixel)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (batch, *input_size), generator=g).float()
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x / 255 - m) / s
-
-
-def _verify(path: Path, model: nn.Module, input_size: Sequence[int], batches: Sequence[int]) -> Dict[str, Any]:
-    mean, std = _mean_std(model, input_size[0])
-    sess, provider = _session(path)
-    max_rel = max_abs = 0.0
-    for i, b in enumerate(batches):
-        x = _random_images(b, input_size, mean, std, seed=i)
-        with torch.inference_mode():
-            ref = model(x).numpy().astype(np.float64)
-        out = sess.run(None, {INPUT_NAME: x.numpy()})[0].astype(np.float64)
-        if out.shape != ref.shape:
-            raise RuntimeError(f'onnxruntime output {out.shape} differs in shape from PyTorch {ref.shape} at batch {b}')
-        rel, err = ort.compare(out, ref)
-        max_abs, max_rel = max(max_abs, err), max(max_rel, rel)
-    return dict(max_rel_err=max_rel, max_abs_err=max_abs, provider=provider, verified_batches=list(batches))
 
 
 # ---- export ------------------------------------------------------------------------------------------
@@ -412,82 +190,19 @@ def _to_onnx(model: nn.Module, x: torch.Tensor):
     return program.model_proto
 
 
-def _drop_default_reduce_flags(proto) -> None:
-    """Remove ``noop_with_empty_axes=0`` (the default) from Reduce* nodes: opset 18 added it, and onnx's converter keeps
-    it when it moves the axes back into an attribute for opsets 13-17, whose Reduce* do not know it (the checker then
-    fails; the adaptive average pool of inputs other than 224 and ``global_pool='avg'`` export a ReduceMean)."""
-    from onnx import helper
-    for n in proto.graph.node:
-        if n.op_type.startswith('Reduce'):
-            keep = [a for a in n.attribute if not (a.name == 'noop_with_empty_axes' and helper.get_attribute_value(a) == 0)]
-            if len(keep) != len(n.attribute):
-                del n.attribute[:]
-                n.attribute.extend(keep)
-
-
-# ai.onnx operators of these graphs whose later versions (up to today's) only added types or optional inputs and
-# attributes: a node that is already valid at a lower opset, as written, means the same there. onnx's converter has
-# no adapter for some of them (Pow 15 -> 14, Split 18 -> 17), so such nodes are kept out of it and keep their form.
-_SAME_MEANING_OPS = frozenset({'Add', 'Concat', 'Conv', 'Flatten', 'GatherND', 'Gemm', 'LRN', 'MaxPool', 'Mul', 'Pow',
-                               'ReduceMean', 'Relu', 'Reshape', 'Split', 'Transpose'})
-_HELD_DOMAIN = 'timm_alexnet_split.held'
-
-
-def _valid_at(node, opset: int) -> bool:
-    """True when ``node`` (inputs, attributes) passes the ai.onnx schema of its operator at ``opset``."""
-    from onnx import checker
-    ctx = checker.C.CheckerContext()
-    ctx.ir_version = 7
-    ctx.opset_imports = {'': opset}
-    try:
-        checker.check_node(node, ctx)
-        return True
-    except checker.ValidationError:
-        return False
-
-
-def _convert_opset(proto, opset: int):
-    """The tidied graph at another opset (onnx's version converter keeps node names and metadata), checked."""
-    import onnx
-    from onnx import helper, version_converter
-    if opset == _opset(proto):
-        return proto
-    if opset < 18:
-        _drop_default_reduce_flags(proto)
-    held = [n for n in proto.graph.node
-            if n.domain in ('', 'ai.onnx') and n.op_type in _SAME_MEANING_OPS and _valid_at(n, opset)]
-    for n in held:
-        n.domain = _HELD_DOMAIN
-    proto.opset_import.append(helper.make_opsetid(_HELD_DOMAIN, 1))
-    try:
-        converted = version_converter.convert_version(proto, opset)
-        for n in converted.graph.node:
-            if n.domain == _HELD_DOMAIN:
-                n.domain = ''
-        imports = [o for o in converted.opset_import if o.domain != _HELD_DOMAIN]
-        del converted.opset_import[:]
-        converted.opset_import.extend(imports)
-        onnx.checker.check_model(converted, full_check=True)
-    except Exception as e:  # onnx raises RuntimeError / ValidationError with a C++ assertion text
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        raise UserError(f'cannot convert the graph to opset {opset} ({(lines or ["?"])[-1][:160]}); '
-                        'try a newer opset or the default') from e
-    return converted
-
-
 def _export_proto(model: nn.Module, input_size: Tuple[int, ...], batch_size: int, opset: Optional[int], lrn_form: str,
                   metadata: Optional[Dict[str, Any]]):
     """The checked, tidied ModelProto of ``model`` (eval mode, CPU) and its graph facts."""
     import onnx
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    x = _random_images(batch_size, input_size, *_mean_std(model, input_size[0]), seed=0)
+    x = random_images(batch_size, input_size, *mean_std(model, input_size[0]), seed=0)
     with _lrn_written_as(model, lrn_form):
         proto = _to_onnx(model, x)
-    _tidy_graph(proto, model)
+    tidy_graph(proto, model)
     if opset is not None:
-        proto = _convert_opset(proto, opset)
+        proto = convert_opset(proto, opset)
     facts = _graph_facts(proto, model, lrn_form)
-    proto.ir_version = _ir_version_for(proto)
+    proto.ir_version = ir_version_for(proto)
     proto.graph.name = (cfg.get('architecture') or type(model).__name__)
     proto.doc_string = 'AlexNet split into towers (Krizhevsky et al. 2012); see metadata_props.'
     onnx.helper.set_model_props(proto, _metadata(model, input_size, facts, metadata))
@@ -540,7 +255,7 @@ def export_onnx(
         with replace_when_done(path, overwrite, 'during the export', make_folder=True) as tmp:  # unwritable: error now
             proto, facts = _export_proto(model, input_size, batch_size, opset, lrn_form, metadata)
             tmp.write_bytes(proto.SerializeToString())
-            report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=_opset(proto),
+            report: Dict[str, Any] = dict(path=str(path), bytes=tmp.stat().st_size, opset=opset_of(proto),
                                           ir_version=proto.ir_version, num_towers=model.num_towers,
                                           input_size=list(input_size), tolerance=tolerance, **facts)
             report.update(_check_written(tmp, model, input_size, batch_size, tolerance, verify))
@@ -564,7 +279,7 @@ def _check_export_args(path: Path, batch_size: int, opset: Optional[int], tolera
         raise UserError(f'tolerance must be in (0, 1], got {tolerance}')
     if lrn_form not in _LRN_FORMS:
         raise UserError(f'lrn_form must be one of {", ".join(_LRN_FORMS)}, got {lrn_form!r}')
-    _check_opset(opset)
+    check_opset(opset)
 
 
 def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]) -> Tuple[int, int, int]:
@@ -585,21 +300,13 @@ def _check_written(tmp: Path, model: nn.Module, input_size: Sequence[int], batch
                    verify: bool) -> Dict[str, Any]:
     """The written file loads in onnxruntime and, with ``verify``, matches PyTorch within ``tolerance`` (else UserError)."""
     if not verify:
-        _session(tmp)
+        export_verify.session(tmp)
         return {}
-    report = _verify(tmp, model, input_size, (1, batch_size + 1))
+    report = export_verify.verify(tmp, model, input_size, (1, batch_size + 1))
     if not report['max_rel_err'] <= tolerance:
         raise UserError(f'onnxruntime ({report["provider"]}) differs from PyTorch by {report["max_rel_err"]:.3g} '
                         f'(relative), above the tolerance {tolerance:g}; nothing written')
     return report
-
-
-def __getattr__(name: str):
-    """``export.bench_onnxruntime`` (where it was documented before) is ort_bench.bench_onnxruntime."""
-    if name == 'bench_onnxruntime':
-        from .ort_bench import bench_onnxruntime
-        return bench_onnxruntime
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # ---- command line ---------------------------------------------------------------------------------------
@@ -657,7 +364,7 @@ def main(argv: List[str]) -> int:
     from .checkpoint import ModelInfo, load_into, read_checkpoint, read_run, sha256_file, state_dict_kwargs
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError('--num-classes must be >= 0 (0 exports the pre-logits features, the output of fc7)')
-    _check_opset(args.opset)  # before any loading
+    check_opset(args.opset)  # before any loading
     run = read_run(args.run) if args.run else None
     if args.model and run and run.model and run.model != args.model:
         raise UserError(f'--model {args.model} differs from {run.model} in {run.run_dir / "args.yaml"}; drop --model')

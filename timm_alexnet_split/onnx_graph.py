@@ -1,6 +1,6 @@
 """Reading ONNX files that may be hostile, and walking their graphs: the one ONNX reader of the package.
 
-Used by the kernel tool (kernels.py), the importer (zoo.py) and the exporter's graph tidying (export.py).
+Used by the kernel tool (kernels/), the importer (zoo.py) and the exporter's graph tidying (export.py).
 
 - :func:`load_onnx` parses a file without its external data, then checks every tensor (initializers, sparse
   ones, Constant and subgraph attributes): no declared size above :data:`MAX_ELEMENTS` elements, stored bytes
@@ -14,7 +14,7 @@ Used by the kernel tool (kernels.py), the importer (zoo.py) and the exporter's g
 Bad input raises :class:`OnnxFileError` (a KernelsError, so the kernel tool reports it as its own; the importer
 turns it into a UserError): one line that says what is wrong and what to do.
 
-Torch-free: it imports onnx, numpy, the standard library and kernel_io only, so the kernel tool runs as a plain
+Torch-free: it imports onnx, numpy, the standard library and errors only, so the kernel tool runs as a plain
 script without torch.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .kernel_io import KernelsError, one_line
+from .errors import KernelsError, one_line
 
 __all__ = ['MAX_ELEMENTS', 'Graph', 'OnnxFileError', 'attr', 'attrs', 'check_tensor', 'default_opset', 'external_target',
            'graph_tensors', 'load_onnx', 'tensor_array']

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 __all__ = ['CPU', 'CUDA', 'loads', 'max_abs_error', 'max_rel_error', 'providers', 'run', 'session', 'session_options']
 
@@ -20,11 +20,6 @@ QUIET = 3   # onnxruntime log severity: errors only
 SILENT = 4  # fatal only (for probing what loads)
 
 Source = Union[str, Path, bytes]
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
 
 
 def session_options(threads: Optional[int] = None, spinning: bool = True, log_level: int = QUIET):
@@ -56,7 +51,7 @@ def session(src: Source, what: str, cuda: bool = False, threads: Optional[int] =
     try:
         return ort.InferenceSession(src if isinstance(src, bytes) else str(src), opts, providers=providers(cuda))
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / ... types
-        raise UserError(f'onnxruntime cannot load {what} ({_first_line(e)})') from None
+        raise UserError(f'onnxruntime cannot load {what} ({one_line(e, 200, first_line=True)})') from None
 
 
 def loads(model_bytes: bytes) -> bool:
@@ -74,7 +69,7 @@ def run(sess, feed: Dict[str, np.ndarray], what: str, outputs: Optional[Sequence
     try:
         return sess.run(None if outputs is None else list(outputs), feed)
     except Exception as e:
-        raise UserError(f'onnxruntime failed on {what}: {_first_line(e)}') from None
+        raise UserError(f'onnxruntime failed on {what}: {one_line(e, 200, first_line=True)}') from None
 
 
 def max_abs_error(out: np.ndarray, ref: np.ndarray) -> float:

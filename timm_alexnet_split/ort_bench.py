@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from . import ort
-from .bench import time_variants
-from .export import INPUT_NAME, _random_images, create_split_model, export_onnx
+from .export import create_split_model, export_onnx
+from .export_verify import INPUT_NAME, random_images
+from .timing import time_variants
 
 __all__ = ['bench_onnxruntime']
 
@@ -32,7 +33,7 @@ def bench_onnxruntime(
 
     Exports ``model_name`` once per LRN form (``lrn_forms``: 'node', the default export, and 'ops') to a temporary
     folder (verified), then times one batch per run at each batch size: median of ``repeats`` runs after ``warmup``,
-    PyTorch and each file timed in turn (bench.time_variants). All use ``threads`` intra-op threads (default:
+    PyTorch and each file timed in turn (timing.time_variants). All use ``threads`` intra-op threads (default:
     torch's). Returns one dict per batch size and LRN form: model, lrn_form, batch_size, threads, torch_img_s,
     ort_img_s, ratio (onnxruntime speed / PyTorch speed), and the export's max_rel_err.
     """
@@ -51,7 +52,7 @@ def bench_onnxruntime(
         torch.set_num_threads(threads)
         try:
             for b in batch_sizes:
-                x = _random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
+                x = random_images(b, input_size, cfg['mean'], cfg['std'], seed=b)
                 feed = {INPUT_NAME: x.numpy()}
 
                 def run_torch(x: torch.Tensor = x) -> None:

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 from timm import utils
 
+from .. import run_files as RF
 from ..atomic import replace_when_done
 from ..errors import UserError
 from ..schedule import PlateauDecay
@@ -104,11 +105,11 @@ class RunSaver:
 
     @property
     def last(self) -> Path:
-        return self.run_dir / 'last.pth.tar'
+        return self.run_dir / RF.LAST
 
     @property
     def best(self) -> Path:
-        return self.run_dir / 'model_best.pth.tar'
+        return self.run_dir / RF.BEST
 
     @property
     def recovery(self) -> Path:
@@ -133,7 +134,7 @@ class RunSaver:
         history, dropped, keep = [h for h in self.history if h[2] != epoch], [], False
         if metric is not None and (len(history) < self.max_history or self._better(metric, history[-1][1])):
             keep = True
-            history.append((f'checkpoint-{epoch}.pth.tar', float(metric), int(epoch)))
+            history.append((RF.numbered(epoch), float(metric), int(epoch)))
             history.sort(key=lambda h: h[1], reverse=not self.decreasing)
             history, dropped = history[:self.max_history], history[self.max_history:]
             keep = any(h[2] == epoch for h in history)
@@ -143,13 +144,13 @@ class RunSaver:
         state['saver'] = self.state_dict()
         atomic_torch_save(state, self.last)
         if self.safetensors:
-            atomic_save_safetensors(weights, self.run_dir / 'last.safetensors', metadata)
+            atomic_save_safetensors(weights, self.run_dir / RF.LAST_WEIGHTS, metadata)
         if keep:
-            atomic_link(self.last, self.run_dir / f'checkpoint-{epoch}.pth.tar')
+            atomic_link(self.last, self.run_dir / RF.numbered(epoch))
         if is_best:
             atomic_link(self.last, self.best)
             if self.safetensors:
-                atomic_link(self.run_dir / 'last.safetensors', self.run_dir / 'model_best.safetensors')
+                atomic_link(self.run_dir / RF.LAST_WEIGHTS, self.run_dir / RF.BEST_WEIGHTS)
         for f, _, e in dropped:
             if e != epoch:
                 (self.run_dir / f).unlink(missing_ok=True)

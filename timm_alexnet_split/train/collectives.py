@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
 
-if TYPE_CHECKING:
-    from .loop import StopRequest
+from .stops import StopRequest, signal_flags, signal_from_flags
 
 
 class PeerLost(Exception):
@@ -80,17 +78,7 @@ def gather_objects(obj: Any, world_size: int) -> List[Any]:
     return out
 
 
-def signal_flags(stop: Optional['StopRequest']) -> Tuple[float, float]:
-    sig = stop.signum if stop is not None else None
-    return float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)
-
-
-def signal_from_flags(n_int: float, n_other: float) -> Optional[int]:
-    """The stop request any process got, the same answer on every process (SIGINT before SIGTERM)."""
-    return int(signal.SIGINT) if n_int > 0 else int(signal.SIGTERM) if n_other > 0 else None
-
-
-def agreed_signal(stop: 'StopRequest', args: argparse.Namespace, device: torch.device) -> Optional[int]:
+def agreed_signal(stop: StopRequest, args: argparse.Namespace, device: torch.device) -> Optional[int]:
     """The stop request of this process, or in a distributed run of any process (so that all stop together)."""
     if not args.distributed:
         return stop.signum

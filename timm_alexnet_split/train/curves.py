@@ -9,13 +9,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .. import run_files as RF
 from ..atomic import replace_when_done
 
 # file, y label, series (summary.csv column, legend label, line style)
 _FIGURES = [
-    ('acc.png', 'accuracy (%)', [('train_top1', 'train top-1', '-'), ('eval_top1', 'validation top-1', '-'),
+    (RF.ACC_PNG, 'accuracy (%)', [('train_top1', 'train top-1', '-'), ('eval_top1', 'validation top-1', '-'),
                                  ('eval_top5', 'validation top-5', '--')]),
-    ('loss.png', 'cross-entropy loss', [('train_loss', 'train', '-'), ('eval_loss', 'validation', '-')]),
+    (RF.LOSS_PNG, 'cross-entropy loss', [('train_loss', 'train', '-'), ('eval_loss', 'validation', '-')]),
 ]
 
 
@@ -33,7 +34,7 @@ def plot_curves(run_dir: Path, title: str = '') -> None:
     """acc.png (top-1 train/validation, top-5) and loss.png from summary.csv, with the learning rate on a second
     axis when it changed (log scale unless it reaches 0); dotted lines mark the changes when they are few and far
     apart (steps, plateau decays), not the every-epoch changes of a cosine schedule."""
-    rows = read_summary(run_dir / 'summary.csv')
+    rows = read_summary(run_dir / RF.SUMMARY)
     if not rows:
         return
     ep = [r['epoch'] + 1 for r in rows]
@@ -45,7 +46,7 @@ def plot_curves(run_dir: Path, title: str = '') -> None:
         _plot_series(ax, ep, rows, series)
         handles, labels = ax.get_legend_handles_labels()
         _plot_lr(ax, ep, rows, lr_changes, handles, labels)
-        if fname == 'acc.png':
+        if fname == RF.ACC_PNG:
             ax.set_ylim(-2, 102)
         else:
             finite = [y for key, _, _ in series for y in (r.get(key, math.nan) for r in rows) if y > 0]

@@ -16,7 +16,7 @@ from timm.data import create_dataset
 
 from ..data.shard_reader import adopt_wds, check_split, check_wds, use_shard_samples
 from ..data.splits import EVAL_NAMES, find_split, split_folders
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 
@@ -175,7 +175,7 @@ def create_split_dataset(args: argparse.Namespace, split: str, is_training: bool
     try:
         ds = create_dataset(args.dataset, **kwargs)
     except Exception as e:  # timm and torchvision raise many kinds for a missing or malformed dataset
-        msg = ' '.join(str(e).split()) or type(e).__name__
+        msg = one_line(e, limit=None)
         raise UserError(f'cannot load the {label} split {split!r} of {where}: {msg}') from None
     if isinstance(ds, torch.utils.data.Dataset) and hasattr(ds, '__len__') \
             and not isinstance(ds, torch.utils.data.IterableDataset) and len(ds) == 0:

@@ -10,6 +10,8 @@ from typing import Callable, Iterator, List
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .. import run_files as RF
+
 _logger = logging.getLogger('timm_alexnet_split.train')
 
 
@@ -29,7 +31,7 @@ def logging_to() -> Iterator[Callable[[Path], None]]:
     _logger.addHandler(early)
 
     def attach(run_dir: Path) -> None:
-        fh = logging.FileHandler(run_dir / 'log.txt', encoding='utf-8')
+        fh = logging.FileHandler(run_dir / RF.LOG, encoding='utf-8')
         fh.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
         handlers.append(fh)
         early.setTarget(fh)

@@ -5,10 +5,7 @@ import argparse
 import contextlib
 import logging
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,63 +22,15 @@ from timm.data.distributed_sampler import OrderedDistributedSampler
 from tqdm import tqdm
 
 from ..errors import UserError
-from .collectives import signal_flags, signal_from_flags
+from .stops import Interrupted, StopRequest, signal_flags, signal_from_flags  # noqa: F401  (loop.StopRequest)
 
 _logger = logging.getLogger('timm_alexnet_split.train')
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class Diverged(Exception):
     def __init__(self, epoch: int, batch: int, value: float) -> None:
         super().__init__(epoch, batch, value)
         self.epoch, self.batch, self.value = epoch, batch, value
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag that the loops check between batches; a second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self.last_batch: Optional[int] = None  # the training batch after which the loop stopped
-        self._old: Dict[int, Any] = {}
-        self._pid = os.getpid()
-        self._when = 0.0
-
-    ECHO_SECONDS = 1.0  # the same signal again this soon is one request delivered twice, not a second one
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._pid:  # a loader worker (forked with this handler): the main process stops and tells
-            return
-        if self.signum is not None:
-            # GNU timeout sends its signal to the command and then to the command's process group: two deliveries
-            # of one request, which must not turn a clean stop into an immediate one
-            if signum == self.signum and time.monotonic() - self._when < self.ECHO_SECONDS:
-                return
-            raise KeyboardInterrupt
-        self.signum, self._when = signum, time.monotonic()
-        # not through logging: the handler may run while the main thread is inside a logging call (reentrant write)
-        with contextlib.suppress(OSError):
-            os.write(2, f'{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint '
-                        '(signal again, a second later, to stop at once)\n'.encode())
-
-    def __enter__(self) -> 'StopRequest':
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 def _batches(loader: Any, stop: Optional[StopRequest]) -> Iterator[Any]:
@@ -108,6 +57,28 @@ def _progress(iterable: Any, total: int, desc: str) -> Any:
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """What every training step of a run uses, built once per run (``train.run``): the model and what trains it,
+    the options, and where the loop reports (stop request, recovery checkpoints, sample images).
+
+    Invariant: nothing in it changes between epochs; what an epoch counts lives in ``_EpochMeters``.
+    """
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    args: argparse.Namespace
+    device: torch.device
+    lr_scheduler: Any = None
+    amp_autocast: Callable = contextlib.nullcontext
+    loss_scaler: Any = None
+    model_dtype: Optional[torch.dtype] = None
+    pca: Optional[Callable] = None
+    stop: Optional[StopRequest] = None
+    on_recovery: Optional[Callable[[int, int], None]] = None   # (epoch, batch): save a recovery checkpoint
+    run_dir: Optional[Path] = None                             # sample images (--save-images); None: not written
+
+
 @dataclass
 class _EpochMeters:
     """What one training epoch counts: running loss and top-1, update times, the rates used, batches and samples."""
@@ -124,12 +95,7 @@ class _EpochMeters:
     t_start: float = field(default_factory=time.perf_counter)
 
 
-def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-                    args: argparse.Namespace, device: torch.device, lr_scheduler: Any = None,
-                    amp_autocast: Callable = contextlib.nullcontext, loss_scaler: Any = None,
-                    model_dtype: Optional[torch.dtype] = None, pca: Optional[Callable] = None,
-                    stop: Optional[StopRequest] = None, on_recovery: Optional[Callable[[int, int], None]] = None,
-                    run_dir: Optional[Path] = None) -> 'OrderedDict[str, float]':
+def train_one_epoch(epoch: int, loader: Any, step: TrainStep) -> 'OrderedDict[str, float]':
     """One pass over the training data: loss and top-1 of the training batches (as trained on).
 
     Distributed: one all-reduce per batch carries the loss, top-1 and any stop request, so every process sees the
@@ -138,14 +104,15 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     Also returns ``img_s``, the images trained per second of the whole epoch (the loader's start-up included: all
     processes' images when distributed), and ``lr``, the mean learning rate of the epoch's updates (the rate used).
     An epoch without a single batch is a UserError, never an epoch of zeros."""
-    model.train()
+    args, stop = step.args, step.stop
+    step.model.train()
     accum = args.grad_accum_steps
     n = len(loader)
     last_accum = n % accum
     updates_per_epoch = (n + accum - 1) // accum
     last_idx_to_accum = n - last_accum
     meters = _EpochMeters(num_updates=epoch * updates_per_epoch)
-    optimizer.zero_grad()
+    step.optimizer.zero_grad()
     bar = _progress(loader, n, f'train {epoch}')
     for batch_idx, (input, target) in enumerate(_batches(bar, stop)):
         last_batch = batch_idx == n - 1
@@ -153,62 +120,59 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         update_idx = batch_idx // accum
         if batch_idx >= last_idx_to_accum:
             accum = last_accum
-        input, target = _prepare_batch(input, target, args, device, model_dtype, pca)
-        loss_value, acc1_value, agreed = _train_step(
-            model, input, target, optimizer, loss_fn, args, epoch, batch_idx, accum, need_update, amp_autocast,
-            loss_scaler, stop)
+        input, target = _prepare_batch(step, input, target)
+        loss_value, acc1_value, agreed = _train_step(step, input, target, epoch, batch_idx, accum, need_update)
         bs = input.shape[0]
         meters.batches += 1
         meters.losses.update(loss_value, bs)
         meters.top1.update(acc1_value, bs)
         meters.samples += bs * args.world_size
         meters.images += bs * args.world_size
-        if args.save_images and run_dir is not None and batch_idx % args.log_interval == 0:
-            torchvision.utils.save_image(input.float(), run_dir / f'train-batch-{batch_idx}.jpg', padding=0, normalize=True)
+        if args.save_images and step.run_dir is not None and batch_idx % args.log_interval == 0:
+            torchvision.utils.save_image(input.float(), step.run_dir / f'train-batch-{batch_idx}.jpg', padding=0,
+                                         normalize=True)
         if need_update:
-            _after_update(meters, model, optimizer, args, epoch, batch_idx, update_idx, updates_per_epoch, last_batch,
-                          bar, lr_scheduler, on_recovery)
+            _after_update(meters, step, epoch, batch_idx, update_idx, updates_per_epoch, last_batch, bar)
         _obey_stop(stop, agreed if args.distributed else (stop.signum if stop is not None else None), batch_idx)
-    if hasattr(optimizer, 'sync_lookahead'):
-        optimizer.sync_lookahead()
+    if hasattr(step.optimizer, 'sync_lookahead'):
+        step.optimizer.sync_lookahead()
     if not meters.batches:
         raise UserError(f'epoch {epoch} had no training batch: the training data is empty or smaller than one batch '
                         f'of {args.batch_size} (lower --batch-size)')
-    for d in {p.device for p in model.parameters() if p.device.type == 'cuda'}:
+    for d in {p.device for p in step.model.parameters() if p.device.type == 'cuda'}:
         torch.cuda.synchronize(d)  # the epoch's rate counts its last step done
     return OrderedDict([('loss', meters.losses.avg), ('top1', meters.top1.avg),
                         ('img_s', meters.images / max(time.perf_counter() - meters.t_start, 1e-9)),
                         ('lr', meters.lr_sum / max(meters.updates, 1))])
 
 
-def _prepare_batch(input: torch.Tensor, target: torch.Tensor, args: argparse.Namespace, device: torch.device,
-                   model_dtype: Optional[torch.dtype], pca: Optional[Callable]) -> Tuple[torch.Tensor, torch.Tensor]:
+def _prepare_batch(step: TrainStep, input: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """On the device (without the prefetcher), PCA lighting, channels_last."""
-    if not args.prefetcher:
-        input, target = input.to(device=device, dtype=model_dtype), target.to(device=device)
-    if pca is not None:
-        input = pca(input)
-    if args.channels_last:
+    if not step.args.prefetcher:
+        input, target = input.to(device=step.device, dtype=step.model_dtype), target.to(device=step.device)
+    if step.pca is not None:
+        input = step.pca(input)
+    if step.args.channels_last:
         input = input.contiguous(memory_format=torch.channels_last)
     return input, target
 
 
-def _train_step(model: nn.Module, input: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer,
-                loss_fn: nn.Module, args: argparse.Namespace, epoch: int, batch_idx: int, accum: int, need_update: bool,
-                amp_autocast: Callable, loss_scaler: Any, stop: Optional[StopRequest]) -> Tuple[float, float, Optional[int]]:
+def _train_step(step: TrainStep, input: torch.Tensor, target: torch.Tensor, epoch: int, batch_idx: int, accum: int,
+                need_update: bool) -> Tuple[float, float, Optional[int]]:
     """Forward, loss, backward (and the optimizer step on an update): the batch's loss and top-1 (global values when
     distributed) and the stop request the processes agree on. A non-finite loss raises Diverged."""
+    model, optimizer, args, loss_scaler = step.model, step.optimizer, step.args, step.loss_scaler
     second_order = getattr(optimizer, 'is_second_order', False)
     no_sync = model.no_sync() if hasattr(model, 'no_sync') and not need_update else contextlib.nullcontext()
     with no_sync:  # DDP: gradients are all-reduced once per update, not per accumulated batch
-        with amp_autocast():
+        with step.amp_autocast():
             output = model(input)
             if target.device != output.device:
                 target = target.to(output.device)
-            loss = loss_fn(output, target)
+            loss = step.loss_fn(output, target)
         with torch.no_grad():
             acc1 = utils.accuracy(output.detach().float(), target, topk=(1,))[0]
-        loss_value, acc1_value, agreed = _batch_values(loss, acc1, args, stop)
+        loss_value, acc1_value, agreed = _batch_values(loss, acc1, args, step.stop)
         if not math.isfinite(loss_value):
             raise Diverged(epoch, batch_idx, loss_value)
         if accum > 1:
@@ -238,10 +202,10 @@ def _batch_values(loss: torch.Tensor, acc1: torch.Tensor, args: argparse.Namespa
     return loss_value / args.world_size, acc1_value / args.world_size, signal_from_flags(n_int, n_other)
 
 
-def _after_update(meters: _EpochMeters, model: nn.Module, optimizer: torch.optim.Optimizer, args: argparse.Namespace,
-                  epoch: int, batch_idx: int, update_idx: int, updates_per_epoch: int, last_batch: bool, bar: Any,
-                  lr_scheduler: Any, on_recovery: Optional[Callable[[int, int], None]]) -> None:
+def _after_update(meters: _EpochMeters, step: TrainStep, epoch: int, batch_idx: int, update_idx: int,
+                  updates_per_epoch: int, last_batch: bool, bar: Any) -> None:
     """After an optimizer update: timing, the rate used, progress, recovery checkpoint, the schedule's step."""
+    model, optimizer, args = step.model, step.optimizer, step.args
     meters.num_updates += 1
     optimizer.zero_grad()
     if args.synchronize_step:
@@ -260,10 +224,10 @@ def _after_update(meters: _EpochMeters, model: nn.Module, optimizer: torch.optim
                      f'Loss: {losses_m.val:#.3g} ({losses_m.avg:#.3g})  Top-1: {top1_m.avg:.2f}  '
                      f'LR: {lr:.3e}  {meters.samples / max(now - meters.t_update, 1e-9):.1f} img/s')
     meters.t_update, meters.samples = now, 0
-    if on_recovery is not None and args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0:
-        on_recovery(epoch, batch_idx)
-    if lr_scheduler is not None:
-        lr_scheduler.step_update(num_updates=meters.num_updates, metric=losses_m.avg)
+    if step.on_recovery is not None and args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0:
+        step.on_recovery(epoch, batch_idx)
+    if step.lr_scheduler is not None:
+        step.lr_scheduler.step_update(num_updates=meters.num_updates, metric=losses_m.avg)
 
 
 def _obey_stop(stop: Optional[StopRequest], sig: Optional[int], batch_idx: int) -> None:

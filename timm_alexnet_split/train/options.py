@@ -82,23 +82,8 @@ _NOT_INHERITED = ('resume', 'start_epoch', 'device', 'local_rank', 'config', 'no
                   'dist_backend', 'dist_timeout')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``train`` parser: timm train.py's names, flags and defaults for what is supported, then ours."""
-    p = argparse.ArgumentParser(
-        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description='Train a timm model (by default the split AlexNet) with timm\'s data pipeline, optimisers and '
-                    'schedulers.\nOptions and YAML config keys are timm train.py\'s (keys = argparse dest names); '
-                    'options it has that this trainer does not support are refused by name.\n'
-                    'Writes OUTPUT/EXPERIMENT/: args.yaml, log.txt, summary.csv, last.pth.tar, model_best.pth.tar '
-                    '(+ .safetensors),\nconv1/epoch_NNNN.npy + conv1/towers.json, acc.png, loss.png, class_map.txt.',
-        epilog='examples:\n'
-               '  timm-alexnet-split train --config recipes/demo.yaml\n'
-               '  timm-alexnet-split train --config recipes/catsdogs_split2.yaml --data-dir data/catsdogs --epochs 5\n'
-               '  timm-alexnet-split train --resume output/train/demo/last.pth.tar --epochs 20\n'
-               'Precedence: defaults < checkpoint args (with --resume) < --config FILE < command line.')
-    p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML file of options (keys = dest names)')
-    p.add_argument('data', nargs='?', metavar='DIR', help='dataset root (deprecated positional, use --data-dir)')
-
+def _dataset_options(p: argparse.ArgumentParser) -> None:
+    """The group 'dataset (timm train.py)'."""
     g = p.add_argument_group('dataset (timm train.py)')
     g.add_argument('--data-dir', metavar='DIR', help='dataset root: ImageFolder with train/ and validation/ sub-folders')
     g.add_argument('--dataset', default='', metavar='NAME', help='"" (folders), torch/NAME, hfds/NAME, ... as timm')
@@ -113,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--target-key', default=None, help='dataset key of labels (hfds/wds)')
     g.add_argument('--dataset-trust-remote-code', action='store_true', default=False, help='hfds: allow remote code')
 
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The group 'model (timm train.py)'."""
     g = p.add_argument_group('model (timm train.py)')
     g.add_argument('--model', default='alexnet_split_2', metavar='MODEL', help='timm model name (default: alexnet_split_2)')
     g.add_argument('--pretrained', action='store_true', default=False, help='start from the model\'s pretrained weights')
@@ -140,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--torchcompile-mode', type=str, default=None, help='torch.compile mode')
     g.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', help='torch.compile backend')
 
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    """The group 'device (timm train.py)'."""
     g = p.add_argument_group('device (timm train.py)')
     g.add_argument('--device', default=None, help='cuda, cuda:1, cpu ... (default: cuda if available, else cpu)')
     g.add_argument('--amp', action='store_true', default=False, help='mixed precision')
@@ -150,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--local_rank', default=0, type=int, help=argparse.SUPPRESS)
     g.add_argument('--device-modules', default=None, type=str, nargs='+', help='modules to import first')
 
+
+def _optimizer_options(p: argparse.ArgumentParser) -> None:
+    """The group 'optimizer (timm train.py)'."""
     g = p.add_argument_group('optimizer (timm train.py)')
     g.add_argument('--opt', default='sgd', metavar='OPTIMIZER', help="timm optimizer ('momentum': the paper's SGD)")
     g.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON', help='optimizer epsilon')
@@ -163,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--layer-decay-no-opt-scale', type=float, default=None, help='layer-wise lr decay: freeze below')
     g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, help='more optimizer options')
 
+
+def _schedule_options(p: argparse.ArgumentParser) -> None:
+    """The group 'learning-rate schedule (timm train.py)'."""
     g = p.add_argument_group('learning-rate schedule (timm train.py)')
     g.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER',
                    help="timm scheduler; 'plateau' uses this package's plateau schedule (state saved)")
@@ -192,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--patience-epochs', type=int, default=10, metavar='N', help='plateau patience (default 10)')
     g.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE', help='decay factor (default 0.1)')
 
+
+def _augmentation_options(p: argparse.ArgumentParser) -> None:
+    """The group 'augmentation and regularisation (timm train.py)'."""
     g = p.add_argument_group('augmentation and regularisation (timm train.py)')
     g.add_argument('--no-aug', action='store_true', default=False, help='no training augmentation')
     g.add_argument('--train-crop-mode', type=str, default=None, help='rrc, rkrc or rkrr')
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout (default 0; the paper 0.5)')
     g.add_argument('--dist-bn', type=str, default='reduce', help='distribute batch-norm stats (no-op here)')
 
+
+def _misc_options(p: argparse.ArgumentParser) -> None:
+    """The group 'miscellaneous (timm train.py)'."""
     g = p.add_argument_group('miscellaneous (timm train.py)')
     g.add_argument('--seed', type=int, default=42, metavar='S', help='random seed (default 42)')
     g.add_argument('--worker-seeding', type=str, default='all', help='worker seeding: all or part')
@@ -234,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'), help='best-checkpoint metric')
     g.add_argument('--use-multi-epochs-loader', action='store_true', default=False, help='keep loader workers')
 
+
+def _own_options(p: argparse.ArgumentParser) -> None:
+    """The group 'timm-alexnet-split options (ours; upstream train.py ignores these keys)'."""
     g = p.add_argument_group('timm-alexnet-split options (ours; upstream train.py ignores these keys)')
     g.add_argument('--pca-lighting', type=float, default=0.0, metavar='STD', help=OWN_OPTIONS['pca_lighting'])
     g.add_argument('--pca-eig', default='imagenet', metavar='imagenet|FILE', help=OWN_OPTIONS['pca_eig'])
@@ -252,6 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--safetensors', action=argparse.BooleanOptionalAction, default=True, help=OWN_OPTIONS['safetensors'])
     g.add_argument('--decode', default='cpu', choices=('cpu', 'draft', 'gpu', 'device'), help=OWN_OPTIONS['decode'])
     g.add_argument('--synthetic-input', action='store_true', default=False, help=OWN_OPTIONS['synthetic_input'])
+
+
+_GROUPS = (_dataset_options, _model_options, _device_options, _optimizer_options, _schedule_options,
+           _augmentation_options, _misc_options, _own_options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``train`` parser: timm train.py's names, flags and defaults for what is supported, then ours (one
+    function per option group, ``_GROUPS``)."""
+    p = argparse.ArgumentParser(
+        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Train a timm model (by default the split AlexNet) with timm\'s data pipeline, optimisers and '
+                    'schedulers.\nOptions and YAML config keys are timm train.py\'s (keys = argparse dest names); '
+                    'options it has that this trainer does not support are refused by name.\n'
+                    'Writes OUTPUT/EXPERIMENT/: args.yaml, log.txt, summary.csv, last.pth.tar, model_best.pth.tar '
+                    '(+ .safetensors),\nconv1/epoch_NNNN.npy + conv1/towers.json, acc.png, loss.png, class_map.txt.',
+        epilog='examples:\n'
+               '  timm-alexnet-split train --config recipes/demo.yaml\n'
+               '  timm-alexnet-split train --config recipes/catsdogs_split2.yaml --data-dir data/catsdogs --epochs 5\n'
+               '  timm-alexnet-split train --resume output/train/demo/last.pth.tar --epochs 20\n'
+               'Precedence: defaults < checkpoint args (with --resume) < --config FILE < command line.')
+    p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML file of options (keys = dest names)')
+    p.add_argument('data', nargs='?', metavar='DIR', help='dataset root (deprecated positional, use --data-dir)')
+    for add_group in _GROUPS:   # in this order in --help
+        add_group(p)
     return p
 
 

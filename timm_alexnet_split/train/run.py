@@ -31,6 +31,7 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import contracts as C
+from .. import run_files as RF
 from ..checkpoint import load_into, read_training_checkpoint
 from ..errors import UserError
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
@@ -41,10 +42,11 @@ from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
 from .loaders import FirstBatchAgain, build_loaders, check_batches, leave_stop_signals_to_main
 from .logs import logging_to
-from .loop import Diverged, Interrupted, StopRequest, evaluate, train_one_epoch
+from .loop import Diverged, TrainStep, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
 from .parts import build_pca, build_scheduler, loss_fns, metric_value, plateau_metric_name
-from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary
+from .rundir import conv1_kernels, new_run_dir, save_npy, trim_summary, write_text
+from .stops import Interrupted, StopRequest
 
 __all__ = ['Run', 'main', 'checkpoint_state', 'weights_metadata', 'save_recovery']
 
@@ -86,6 +88,7 @@ class Run:
     skip_log: Optional[Path] = None
     saver: Optional[RunSaver] = None
     save_conv1: bool = False
+    step: Optional[TrainStep] = None  # what every training step uses (the epochs)
     epoch: int = 0
 
 
@@ -337,13 +340,13 @@ def _write_run_files(r: Run) -> None:
     if not r.primary:
         return
     run_dir = r.run_dir
-    yaml_name = 'args.yaml' if r.ckpt is None else f'args-resume-epoch{r.start_epoch}.yaml'
-    (run_dir / yaml_name).write_text(yaml.safe_dump(args_dict(r.args), default_flow_style=False, sort_keys=False))
+    yaml_name = RF.ARGS if r.ckpt is None else RF.args_resume(r.start_epoch)
+    write_text(run_dir / yaml_name, yaml.safe_dump(args_dict(r.args), default_flow_style=False, sort_keys=False))
     if r.class_names:
-        (run_dir / 'class_map.txt').write_text(''.join(f'{c}\n' for c in r.class_names), encoding='utf-8')
+        write_text(run_dir / RF.CLASS_MAP, ''.join(f'{c}\n' for c in r.class_names))
     if r.save_conv1:
         _start_conv1_snapshots(r)
-    trim_summary(run_dir / 'summary.csv', r.start_epoch)
+    trim_summary(run_dir / RF.SUMMARY, r.start_epoch)
 
 
 def _start_conv1_snapshots(r: Run) -> None:
@@ -353,13 +356,13 @@ def _start_conv1_snapshots(r: Run) -> None:
         _logger.warning(f'conv1 snapshots off: {e}')
         r.save_conv1 = False
         return
-    conv1_dir = r.run_dir / 'conv1'
+    conv1_dir = r.run_dir / RF.CONV1
     conv1_dir.mkdir(exist_ok=True)
     towers = {'num_towers': len(per_tower), 'kernels_per_tower': per_tower,
               'channel_order': 'RGB' if k.shape[1] == 3 else 'L'}
-    (conv1_dir / 'towers.json').write_text(json.dumps(towers) + '\n')
+    write_text(conv1_dir / RF.TOWERS, json.dumps(towers) + '\n')
     if r.start_epoch == 0:
-        save_npy(conv1_dir / 'epoch_0000.npy', k)
+        save_npy(RF.snapshot_path(r.run_dir, 0), k)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -412,6 +415,7 @@ def _train_epochs(r: Run) -> int:
                  f'{args.batch_size}; lr {args.lr:g} '
                  f'({args.sched}{", watching " + r.plateau_metric if r.plateau_metric else ""})')
     skipped_seen = skip_counts(r.skip_log)[0]
+    r.step = _train_step_of(r)
     r.epoch = r.start_epoch
     try:
         for epoch in range(r.start_epoch, r.num_epochs):
@@ -436,6 +440,14 @@ def _train_epochs(r: Run) -> int:
     return 0
 
 
+def _train_step_of(r: Run) -> TrainStep:
+    """What every training step of the run uses, once the model, optimizer, schedule and run folder exist."""
+    return TrainStep(r.train_model, r.optimizer, r.train_loss_fn, r.args, r.device, lr_scheduler=r.lr_scheduler,
+                     amp_autocast=r.amp_autocast, loss_scaler=r.loss_scaler, model_dtype=r.model_dtype, pca=r.pca,
+                     stop=r.stop, on_recovery=partial(save_recovery, r) if r.primary else None,
+                     run_dir=r.run_dir if r.primary else None)
+
+
 def _one_epoch(r: Run, epoch: int, skipped_seen: int) -> int:
     """Train, validate, step the schedule, save and report one epoch; the skip count seen so far."""
     args = r.args
@@ -445,10 +457,7 @@ def _one_epoch(r: Run, epoch: int, skipped_seen: int) -> int:
         if hasattr(sampler, 'seed'):
             sampler.seed = args.seed
         sampler.set_epoch(epoch)
-    train_m = train_one_epoch(
-        epoch, r.train_model, r.loader_train, r.optimizer, r.train_loss_fn, args, r.device, lr_scheduler=r.lr_scheduler,
-        amp_autocast=r.amp_autocast, loss_scaler=r.loss_scaler, model_dtype=r.model_dtype, pca=r.pca, stop=r.stop,
-        on_recovery=partial(save_recovery, r) if r.primary else None, run_dir=r.run_dir if r.primary else None)
+    train_m = train_one_epoch(epoch, r.loader_train, r.step)
     if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
         utils.distribute_bn(r.train_model, args.world_size, args.dist_bn == 'reduce')
     eval_m = _validate_epoch(r, epoch)
@@ -517,7 +526,7 @@ def _compare_replicas(r: Run, epoch: int) -> Tuple[str, Optional[List[Any]]]:
 def _save_epoch(r: Run, epoch: int, metric: Optional[float], train_m: Dict[str, float],
                 eval_m: Optional[Dict[str, float]], lr_used: float, rng_ranks: Optional[List[Any]]) -> bool:
     """Process 0: summary.csv, the checkpoints, the conv1 snapshot and the curves; True when the epoch is the best."""
-    summary = r.run_dir / 'summary.csv'
+    summary = r.run_dir / RF.SUMMARY
     new = not summary.is_file() or summary.stat().st_size == 0
     if not new and 'train_img_s' not in summary.read_text(encoding='utf-8').split('\n', 1)[0].split(','):
         train_m = OrderedDict((k, v) for k, v in train_m.items() if k != 'img_s')  # a run begun before the column
@@ -525,7 +534,7 @@ def _save_epoch(r: Run, epoch: int, metric: Optional[float], train_m: Dict[str, 
     is_best = r.saver.save(epoch, metric, checkpoint_state(r, epoch, metric, rng_ranks=rng_ranks),
                            utils.get_state_dict(r.train_model), weights_metadata(r, epoch))
     if r.save_conv1:
-        save_npy(r.run_dir / 'conv1' / f'epoch_{epoch + 1:04d}.npy', conv1_kernels(r.train_model)[0])
+        save_npy(RF.snapshot_path(r.run_dir, epoch + 1), conv1_kernels(r.train_model)[0])
     plot_curves(r.run_dir, f'{r.args.model}: {r.run_dir.name}')
     return is_best
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch.nn as nn
 from timm.utils import unwrap_model
 
+from .. import run_files as RF
 from ..atomic import replace_when_done
 from ..errors import UserError
 
@@ -30,6 +31,12 @@ def new_run_dir(base: Path, name: str) -> Path:
     except OSError as e:  # --output names a file, a read-only place, a full disk
         raise UserError(f'cannot make the run folder {d}: {e.strerror or e} (--output {base})') from None
     return d
+
+
+def write_text(path: Path, text: str) -> None:
+    """A UTF-8 text file of the run written atomically (args.yaml, class_map.txt, conv1/towers.json)."""
+    with replace_when_done(path, True, 'while saving') as tmp:
+        tmp.write_text(text, encoding='utf-8')
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
@@ -56,7 +63,7 @@ def conv1_kernels(model: nn.Module) -> Tuple[np.ndarray, List[int]]:
 
 def completed_epochs(run: Path) -> int:
     """How many epochs a run folder's summary.csv records (0 when there is none)."""
-    summary = Path(run) / 'summary.csv'
+    summary = Path(run) / RF.SUMMARY
     if not summary.is_file():
         return 0
     with open(summary, newline='') as f:

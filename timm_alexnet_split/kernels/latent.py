@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .kernel_measures import PERMUTATIONS, SEED, format_p, permutation_test, spearman_tests
+from .measures import PERMUTATIONS, SEED, format_p, permutation_test, spearman_tests
 
 COMPONENTS = 3
 

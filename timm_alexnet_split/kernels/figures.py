@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .kernel_io import save_figure
+from .files import save_figure
 
 TILE_PX = 44           # smallest drawn size of one kernel, in pixels
 MIN_WIDTH_PX = 720     # narrowest canvas, so that a title of a few lines fits

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from .kernel_io import KernelsError
-from .onnx_graph import Graph, attr, tensor_array
+from ..errors import KernelsError
+from ..onnx_graph import Graph, attr, tensor_array
 
 # ops between conv1 and conv2 through which conv1's channels pass one to one (Caffe: Relu, LRN, MaxPool)
 PASS_THROUGH = frozenset({
