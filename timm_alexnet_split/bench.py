@@ -465,8 +465,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'LRN kernels on {device.type}: {lrn_mode(device.type)}; malloc: {malloc} (TIMM_ALEXNET_SPLIT_MALLOC=default: off)')
     results: dict = dict(machine=_machine(), date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                          lrn_kernels=lrn_mode(device.type), malloc=malloc, rows=[])
+    out.parent.mkdir(parents=True, exist_ok=True)
     if gpu:
         _gpu_lrn_section(results, args, device, batch)
+        out.write_text(json.dumps(results, indent=2))  # kept should a time limit end the run in the next section
         _gpu_section(results, args, device, batch)
     else:
         _lrn_section(results, args, device, batch)
