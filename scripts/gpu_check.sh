@@ -8,8 +8,11 @@
 # synthetic on-device input: loss finite and falling, images/s per epoch). The onnxruntime rows are CPU figures,
 # measured on the CPU machine.
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default runs/gpu-check; `make gpu-check` does the same)
+# A device call brings back at most 8 files: write to a folder outside $OUT and pack it, e.g.
+#   PART=1 bash scripts/gpu_check.sh /tmp/gc; tar czf $OUT/gpu-check-1.tgz -C /tmp/gc .
 # Ends with the data bench's ratios; full logs, bench.json and bench-data.json in OUT_DIR. Each step has its own
-# time limit, 10.8 min at most in all.
+# time limit: 12 min at most in all, so run it as two device calls (one call may run 10 min): PART=1 (tests,
+# bench, the LRN block) then PART=2 (bench --data, bench --train-input); PART unset runs both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -33,14 +36,29 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $py -c "import torch, timm, onnx, onnxruntime; print('torch', torch.__version__, '| timm', timm.__version__,
 '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)" | tee "$out/versions.txt" || status=1
+part=${PART:-all}
+if [ "$part" != 2 ]; then
 echo '== GPU tests (pytest -m gpu), then the placement tests (one case on cuda:0)'
 timeout 120 $py -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/pytest-gpu.txt" | tail -15 || status=1
 timeout 45 $py -m pytest -q -p no:cacheprovider tests/test_parallel.py 2>&1 | tee "$out/pytest-parallel.txt" \
     | tail -5 || status=1
 echo '== bench on the GPU'
 rm -f "$out/bench.json"  # bench never overwrites a result
-timeout 200 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
+timeout 240 $py -m timm_alexnet_split bench --skip-onnx --rounds 5 --json "$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" || status=1
+# ---- issue 19: Triton LRN kernels; one block, at most 90 s ----------------------------------------------------
+echo '== LRN: one demo epoch with the Triton kernels vs the reference LRN (same seed), then one profiled training step'
+timeout 60 $py scripts/lrn_train_check.py --device cuda --json "$out/lrn-train-check.json" 2>&1 \
+    | tee "$out/lrn-train-check.txt" | tail -3 || status=1
+timeout 30 $py -c "import json, sys, torch; from timm_alexnet_split.bench import profile_step
+torch.backends.cudnn.benchmark = True
+p = profile_step('ours', torch.device('cuda'), 256, True, True); json.dump(p, open(sys.argv[1], 'w'), indent=2)
+print(f'one bf16 + channels_last training step, batch 256: {p[\"total_self_ms\"]:.2f} ms of CUDA kernels')
+[print(f'  {k[\"self_ms\"]:8.3f} ms x{k[\"count\"]:<4} {k[\"name\"][:90]}') for k in p['kernels'][:10]]" \
+    "$out/profile.json" 2>&1 | tee "$out/profile.txt" | tail -11 || status=1
+# ---- end of issue 19's block ------------------------------------------------------------------------------------
+fi
+if [ "$part" != 1 ]; then
 echo '== bench --data: GPU decoding vs training images/s (bf16, batch 256), CPU pipelines per core'
 rm -f "$out/bench-data.json"
 timeout 75 $py -m timm_alexnet_split bench --data --data-images 400 --rounds 3 --json "$out/bench-data.json" 2>&1 \
@@ -50,4 +68,5 @@ echo '   bf16 + channels_last, batch 256): synthetic on-device input vs --decode
 rm -f "$out/bench-train-input.json"
 timeout 200 $py -m timm_alexnet_split bench --train-input --train-images-per-class 1000 --train-epochs 4 \
     --json "$out/bench-train-input.json" 2>&1 | tee "$out/bench-train-input.txt" || status=1
+fi
 exit $status

@@ -138,3 +138,13 @@ def test_cuda_kernels_match_the_formula_forward_and_backward(lrn_kind):
         torch.testing.assert_close(yb.double(), yr.detach(), rtol=2e-2, atol=2e-2)
     finally:
         set_lrn_mode('auto')
+
+
+def test_layout_is_kept(mode):
+    """channels_last in, channels_last out and back (the towers stay channels_last); NCHW stays NCHW."""
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = (torch.rand(2, 12, 5, 5) * 50).contiguous(memory_format=fmt).requires_grad_(True)
+        y = lrn(x, 5, 1e-2, 0.75, 2.0)
+        (gx,) = torch.autograd.grad(y, x, torch.randn_like(y).contiguous(memory_format=fmt))
+        assert y.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(y, lrn_reference(x.detach(), 5, 1e-2, 0.75, 2.0))

@@ -526,3 +526,30 @@ def test_models_command_prints_per_tower_widths_as_the_readme(capsys):
         assert row, f'{name} missing from the README table'
         assert widths == row.group(1).replace(' ', ''), name
     assert '32/86,85,85/128/128/86,85,85' in lines[2]
+
+
+@pytest.mark.parametrize('scope', ['tower', 'all'])
+@pytest.mark.parametrize('towers', [1, 2, 3])
+def test_channels_last_is_kept_end_to_end_in_the_towers(towers, scope):
+    """A channels_last input to a channels_last model: every 4-d tensor any module sees or returns is dense
+    channels_last (no layout copy inside the towers: LRN, the towers' split and concatenation keep it), and so are
+    the convolutions' weight gradients."""
+    torch.manual_seed(0)
+    model = timm.create_model('alexnet_split_2', num_towers=towers, num_classes=5, lrn_scope=scope)
+    model = model.to(memory_format=torch.channels_last)
+    seen = []
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.extend((f'{name} {kind}', t) for kind, ts in (('input', inputs), ('output', (output,)))
+                        for t in ts if isinstance(t, torch.Tensor) and t.dim() == 4)
+        return hook
+
+    for name, module in model.named_modules():
+        module.register_forward_hook(record(name))
+    model(_x().contiguous(memory_format=torch.channels_last)).sum().backward()
+    assert len(seen) >= 17 * towers  # conv, act, norm, pool of every tower: the hooks did run
+    not_cl = [name for name, t in seen if not t.is_contiguous(memory_format=torch.channels_last)]
+    assert not_cl == []
+    grads = {n: p.grad for n, p in model.named_parameters() if p.dim() == 4}
+    assert [n for n, g in grads.items() if not g.is_contiguous(memory_format=torch.channels_last)] == []

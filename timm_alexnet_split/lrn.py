@@ -13,9 +13,15 @@ forward (the normaliser d is saved), each compiled into one fused loop, instead 
 autograd's chain through pad / avg_pool3d / pow / div. Under ``torch.onnx.export`` it becomes one
 ONNX ``LRN`` node, with the TorchScript exporter
 (``dynamo=False``, what ``timm.utils.onnx.onnx_export`` uses) and with the dynamo exporter.
+
+On CUDA, where triton imports, :func:`lrn` runs the hand-written Triton kernels of
+:mod:`.lrn_triton` instead (a ``torch.library`` custom op, opaque to ``torch.compile``; channels_last
+read in place; only x saved for backward). Every path keeps the input's layout: a channels_last
+tensor gives a channels_last result and gradient.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import warnings
@@ -69,18 +75,22 @@ def _bwd(g: torch.Tensor, x: torch.Tensor, d: torch.Tensor, size: int, alpha: fl
 
 # Fused kernels: torch.compile (inductor) turns _fwd and _bwd into one loop each (C++ with OpenMP
 # on CPU, Triton on GPU), so the window sum never lands in memory. Eager is exact and the fallback.
-# TIMM_ALEXNET_SPLIT_LRN=eager|compiled|auto (or set_lrn_mode); auto compiles for tensors of at
-# least _AUTO_MIN_NUMEL elements (a training batch), where the one-off compile (~10 s) pays back.
-_MODES = ('auto', 'eager', 'compiled')
+# TIMM_ALEXNET_SPLIT_LRN=eager|compiled|triton|auto (or set_lrn_mode); auto runs the hand-written
+# Triton kernels on CUDA (lrn_triton.py) and, elsewhere, compiles for tensors of at least
+# _AUTO_MIN_NUMEL elements (a training batch), where the one-off compile (~10 s) pays back.
+# 'triton' forces the Triton kernels on any device (on the CPU only under TRITON_INTERPRET=1).
+_MODES = ('auto', 'eager', 'compiled', 'triton')
 _mode = os.environ.get('TIMM_ALEXNET_SPLIT_LRN', 'auto')
 if _mode not in _MODES:
     raise ValueError(f'TIMM_ALEXNET_SPLIT_LRN must be one of {_MODES}, got {_mode!r}')
 _AUTO_MIN_NUMEL = 1 << 20
 _compiled: Dict[str, Optional[Tuple[Callable, Callable]]] = {}
+_triton_op: list = []  # [the lrn_triton custom op, or None where triton does not import], resolved once
+_log = logging.getLogger(__name__)
 
 
 def set_lrn_mode(mode: str) -> None:
-    """'auto' (default), 'eager' or 'compiled' (raises where fused kernels cannot be built)."""
+    """'auto' (default), 'eager', 'compiled' or 'triton' (these two raise where their kernels cannot be built)."""
     global _mode
     if mode not in _MODES:
         raise ValueError(f'LRN mode must be one of {_MODES}, got {mode!r}')
@@ -119,10 +129,46 @@ def _kernels(x: torch.Tensor) -> Tuple[Callable, Callable]:
     return _compile_kernels(x.device.type) or (_fwd, _bwd)
 
 
+@torch.compiler.assume_constant_result  # torch.compile runs it as Python, once, not through dynamo (the import)
+def _triton_available() -> bool:
+    """Whether the Triton custom op is registered (imports it the first time)."""
+    return _triton_lrn() is not None
+
+
+def _triton_lrn() -> Optional[Callable]:
+    """The Triton custom op (``torch.ops.timm_alexnet_split.lrn_triton``), or None where triton does not import
+    (said once, as a warning: the inductor-compiled or eager kernels run instead, with the same results)."""
+    if not _triton_op:
+        try:
+            importlib.import_module(f'{__package__}.lrn_triton')  # registers the op
+            _triton_op.append(torch.ops.timm_alexnet_split.lrn_triton)
+        except Exception as e:  # no triton, or a triton this torch cannot use
+            if _mode == 'triton':
+                raise
+            _triton_op.append(None)
+            if torch.cuda.is_available():
+                _log.warning('LRN: Triton kernels unavailable (%s: %s); using the inductor-compiled or eager kernels',
+                             type(e).__name__, e)
+    return _triton_op[0]
+
+
+def _wants_triton(device_type: str) -> bool:
+    """Whether :func:`lrn` runs the Triton kernels for a tensor on this device type (before asking triton)."""
+    return _mode == 'triton' or (_mode == 'auto' and device_type == 'cuda')
+
+
+def _keep_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` dense in the layout of ``like``: channels_last stays channels_last (no copy for a dense tensor)."""
+    cl = like.dim() == 4 and like.shape[1] > 1 and like.stride(1) == 1
+    return t.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
 def lrn_mode(device_type: str = 'cpu') -> str:
-    """What :func:`lrn` runs for a training-sized tensor on this device type: 'compiled' or 'eager'."""
+    """What :func:`lrn` runs for a training-sized tensor on this device type: 'triton', 'compiled' or 'eager'."""
     if _mode == 'eager':
         return 'eager'
+    if _wants_triton(device_type) and _triton_lrn() is not None:
+        return 'triton'
     return 'compiled' if _compile_kernels(device_type) else 'eager'
 
 
@@ -138,7 +184,7 @@ class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, d = ctx.saved_tensors
-        return ctx.bwd(grad.contiguous(), x, d, *ctx.hp), None, None, None, None
+        return ctx.bwd(_keep_layout(grad, x), x, d, *ctx.hp), None, None, None, None
 
     @staticmethod
     def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
@@ -151,7 +197,9 @@ def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
         return torch.onnx.ops.symbolic(
             'LRN', (x,), dict(size=size, alpha=alpha, beta=beta, bias=k),
             dtype=x.dtype, shape=x.shape, version=1)
-    return _LRNFunction.apply(x.contiguous(), size, alpha, beta, k)
+    if _wants_triton(x.device.type) and not torch.jit.is_tracing() and _triton_available():
+        return torch.ops.timm_alexnet_split.lrn_triton(x, size, alpha, beta, k, False)
+    return _LRNFunction.apply(_keep_layout(x, x), size, alpha, beta, k)
 
 
 # torch.fx records lrn as one call (an autograd.Function cannot be traced through): symbolic_trace of a model works

@@ -69,10 +69,20 @@ def _pool_to_fc6_size(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# torch.fx records these two as calls (they branch on shapes), so symbolic_trace works and the traced graph
+def _channel_slice(z: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    """Channels ``start .. start + width`` of ``z``, dense and in ``z``'s layout: a channel slice of a channels_last
+    tensor is strided, and the max pool after it would copy it (to NCHW where it could not tell the layout)."""
+    part = z[:, start:start + width]
+    if z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous():
+        return part.contiguous(memory_format=torch.channels_last)
+    return part
+
+
+# torch.fx records these as calls (they branch on shapes or strides), so symbolic_trace works and the traced graph
 # still checks its input and pools any size
 torch.fx.wrap('_checked_input')
 torch.fx.wrap('_pool_to_fc6_size')
+torch.fx.wrap('_channel_slice')
 
 
 class Tower(nn.Module):
@@ -274,7 +284,7 @@ class AlexNetSplit(nn.Module):
         out, start = [], 0
         for t in self.towers:  # slices of static widths, so torch.fx can trace this too
             width = getattr(t, f'conv{idx}').out_channels
-            out.append(z[:, start:start + width].to(t.device))
+            out.append(_channel_slice(z, start, width).to(t.device))
             start += width
         return out
 
