@@ -14,15 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .bench_nets import GPU_KINDS, TOWER_KINDS, GroupLRN, naive_split  # noqa: F401  (bench's public names)
+from .bench_nets import stepper as _stepper
+from .bench_nets import variant as _variant
+from .timing import sync as _sync
+from .timing import time_variants
 
 PROG = 'timm-alexnet-split bench'
 
@@ -31,109 +35,6 @@ PROG = 'timm-alexnet-split bench'
 LRN_GOAL = {'cpu': 0.90, 'cuda': 0.95}  # ours / LRN removed, training
 TV_GOAL = 0.70  # alexnet_split_2 / torchvision's alexnet, training, bf16 + channels_last
 TOWERS_GOAL = 0.90  # alexnet_split_3 and 4 towers / alexnet_split_2
-GPU_KINDS = ['ours', 'no_lrn', 'nn_lrn', 'tv_alexnet', 'naive_grouped']
-TOWER_KINDS = ['split_3', 'towers_4']
-
-
-class GroupLRN(nn.Module):
-    """nn.LocalResponseNorm within each of ``groups`` equal channel groups (the yardstick's, ANCHORS.md)."""
-
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-        self.lrn = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return self.lrn(x.reshape(n * self.groups, c // self.groups, h, w)).reshape(n, c, h, w)
-
-
-def naive_split(groups: int = 2, num_classes: int = 1000) -> nn.Module:
-    """The naive split AlexNet of ../shared/bench/anchor_gpu.py (SplitGrouped): grouped conv2/4/5, GroupLRN,
-    dropout before fc6 and fc7; plus adaptive pooling to 6x6 so that any input size runs."""
-    c1, c2, c3, c4, c5 = (-(-w // groups) * groups for w in (96, 256, 384, 384, 256))
-    return nn.Sequential(
-        nn.Conv2d(3, c1, 11, 4, 2), nn.ReLU(True), GroupLRN(groups), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c1, c2, 5, 1, 2, groups=groups), nn.ReLU(True), GroupLRN(groups), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c2, c3, 3, 1, 1), nn.ReLU(True),
-        nn.Conv2d(c3, c4, 3, 1, 1, groups=groups), nn.ReLU(True),
-        nn.Conv2d(c4, c5, 3, 1, 1, groups=groups), nn.ReLU(True), nn.MaxPool2d(3, 2),
-        nn.AdaptiveAvgPool2d(6), nn.Flatten(1),
-        nn.Dropout(), nn.Linear(c5 * 36, 4096), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(True), nn.Linear(4096, num_classes))
-
-
-def _variant(kind: str, num_classes: int, state: Optional[dict] = None) -> nn.Module:
-    """One network to time: alexnet_split_2 with our LRN ('ours'), without LRN, with nn.LocalResponseNorm (those three
-    load ``state``), alexnet_split_3, 4 towers, torchvision's alexnet or the naive grouped split-2."""
-    import timm
-    if kind == 'tv_alexnet':
-        import torchvision
-        return torchvision.models.alexnet(num_classes=num_classes)
-    if kind == 'naive_grouped':
-        return naive_split(2, num_classes)
-    if kind in TOWER_KINDS:
-        name = 'alexnet_split_3' if kind == 'split_3' else 'alexnet_split_2'
-        return timm.create_model(name, num_classes=num_classes, init='caffe',
-                                 **({'num_towers': 4} if kind == 'towers_4' else {}))
-    if kind not in ('ours', 'no_lrn', 'nn_lrn'):
-        raise ValueError(kind)
-    m = timm.create_model('alexnet_split_2', num_classes=num_classes, init='caffe')
-    if state is not None:
-        m.load_state_dict(state)
-    for t in m.towers:
-        if kind == 'no_lrn':
-            t.norm1, t.norm2 = nn.Identity(), nn.Identity()
-        elif kind == 'nn_lrn':
-            t.norm1 = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-            t.norm2 = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-    return m
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool, amp: bool) -> Callable[[], None]:
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    model.train(train)
-    ctx = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if amp else torch.enable_grad
-
-    def step():
-        if train:
-            with ctx():
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        else:
-            with torch.inference_mode(), ctx():
-                model(x)
-    return step
-
-
-def time_variants(steps: Dict[str, Callable[[], None]], device: torch.device, rounds: int, warmup: int,
-                  batch: int, warm_s: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-    """Images/s per variant: warm-up, then `rounds` interleaved timed steps, median. ``warm_s`` receives each
-    variant's warm-up seconds (for a torch.compile'd one: mostly its compilation)."""
-    from .progress import progress
-    for k, fn in steps.items():
-        t = time.perf_counter()
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        if warm_s is not None:
-            warm_s[k] = time.perf_counter() - t
-    times: Dict[str, List[float]] = {k: [] for k in steps}
-    for _ in progress(range(rounds), desc='timing', unit='round'):
-        for k, fn in steps.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def _inputs(device: torch.device, batch: int, img_size: int, channels_last: bool) -> Tuple[torch.Tensor, torch.Tensor]:

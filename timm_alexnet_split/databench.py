@@ -135,9 +135,10 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
     """nvjpeg decoding + crop + flip + normalise of shard batches vs alexnet_split_2 training (bf16), images/s."""
     import json
 
-    from .bench import _stepper, _variant, time_variants
+    from .bench_nets import stepper, variant
     from .data.decode import crop_flip_normalise, decode_batch
     from .data.shards import read_shard
+    from .timing import time_variants
     info = json.loads((shards / '_info.json').read_text())
     data = [torch.frombuffer(bytearray(s['jpg']), dtype=torch.uint8)
             for f in info['splits']['train']['filenames'] for s in read_shard(shards / f)]
@@ -148,10 +149,10 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
         images, _ = decode_batch(data, device)
         crop_flip_normalise(images, (224, 224), 256, True, mean, std, dtype=torch.bfloat16)
 
-    model = _variant('ours', 1000).to(device).to(memory_format=torch.channels_last)
+    model = variant('ours', 1000).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last) * 60
     y = torch.randint(0, 1000, (batch,), device=device)
-    steps = {'decode': decode_step, 'train': _stepper(model, x, y, True, True)}
+    steps = {'decode': decode_step, 'train': stepper(model, x, y, True, True)}
     return time_variants(steps, device, rounds, warmup=2, batch=batch)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -24,11 +24,16 @@ def sync(device: torch.device) -> None:
 
 
 def time_variants(steps: Dict[str, Callable[[], None]], device: torch.device, rounds: int, warmup: int,
-                  batch: int) -> Dict[str, float]:
-    """Images/s per variant: warm-up, then `rounds` interleaved timed steps, median."""
-    for fn in steps.values():
+                  batch: int, warm_s: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Images/s per variant: warm-up, then `rounds` interleaved timed steps, median. ``warm_s`` receives each
+    variant's warm-up seconds (for a torch.compile'd one: mostly its compilation)."""
+    for k, fn in steps.items():
+        t = time.perf_counter()
         for _ in range(warmup):
             fn()
+        sync(device)
+        if warm_s is not None:
+            warm_s[k] = time.perf_counter() - t
     times: Dict[str, List[float]] = {k: [] for k in steps}
     for _ in progress(range(rounds), desc='timing', unit='round'):
         for k, fn in steps.items():
