@@ -15,18 +15,21 @@ PANELS = (('colour', 'effect_size', 'p_value', 'colour: eta squared of the chrom
 
 
 def plot_sweep(runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]], path: Path, title: str,
-               alpha: float) -> None:
-    """Two panels; x: tower count; a grey band: the control's 95% interval (line: its mean); dots: runs (filled:
-    p < alpha on that axis), labelled with the seed; a black bar: the runs' mean with its 95% bootstrap interval."""
+               alpha: float, learned_top1: float = 90.0) -> None:
+    """Three panels. Colour and frequency: x: tower count; a grey band: the control's 95% interval (line: its mean);
+    dots: runs (filled: p < alpha on that axis), labelled with the seed and top-1; a black bar: the runs' mean with
+    its 95% bootstrap interval. The split rate: per tower count the share of runs beyond the colour control, over
+    all runs and over the runs that learned, each with its 95% Wilson interval and x/n; no bar where n = 0."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     counts = [s['towers'] for s in summary if s['towers'] >= 2]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True, width_ratios=[1, 1, 0.8])
     for ax, (axis, field, pfield, label) in zip(axes, PANELS):
         _panel(ax, runs, summary, counts, axis, field, pfield, alpha)
         ax.set_title(label, fontsize=10)
+    _rate_panel(axes[2], summary, counts, learned_top1)
     n1 = sum(1 for r in runs if r['towers'] == 1)
     title = '\n'.join(textwrap.wrap(title, 150))
     fig.suptitle(f'{title}\ncontrol: random partitions of {n1} one-tower run(s)\' conv1 kernels into the towers\' '
@@ -77,6 +80,33 @@ def _panel(ax: Any, runs: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, 
     ax.set_ylim(0, max(top * 1.15, 0.02))
     ax.set_ylabel('eta squared (between towers / total)')
     ax.grid(axis='y', alpha=0.3)
+
+
+def _rate_panel(ax: Any, summary: Sequence[Dict[str, Any]], counts: List[int], learned_top1: float) -> None:
+    for x, n in enumerate(counts):
+        rate = next(s for s in summary if s['towers'] == n).get('split_rate') or {}
+        for dx, population, colour in ((-0.12, 'all', '0.55'), (0.12, 'learned', 'black')):
+            p = rate.get(population)
+            if not p or not p['n']:
+                ax.annotate('no run' if population == 'all' else 'no learned run', (x + dx, 0.02), rotation=90,
+                            fontsize=7, ha='center', va='bottom', color=colour)
+                continue
+            low, high = p['wilson']
+            ax.errorbar(x + dx, p['estimate'], yerr=[[p['estimate'] - low], [high - p['estimate']]], fmt='o', ms=6,
+                        color=colour, capsize=3)
+            ax.annotate(f'{p["x"]}/{p["n"]}', (x + dx, high), xytext=(0, 3), textcoords='offset points', fontsize=7,
+                        ha='center', va='bottom', color=colour)
+    learned = [next(s for s in summary if s['towers'] == n).get('learned_runs') or {'x': 0, 'n': 0} for n in counts]
+    ax.set_xticks(range(len(counts)), [f'{n} towers\nlearned {p["x"]}/{p["n"]}' for n, p in zip(counts, learned)])
+    ax.set_xlim(-0.6, len(counts) - 0.4)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel('share of runs beyond the colour control')
+    ax.set_title('split rate, 95% Wilson interval', fontsize=10)
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(handles=[ax.errorbar([], [], yerr=[], fmt='o', color='0.55', label='all runs'),
+                       ax.errorbar([], [], yerr=[], fmt='o', color='black',
+                                   label=f'runs that learned (top-1 >= {learned_top1:g} %)')],
+              loc='upper center', bbox_to_anchor=(0.5, -0.09), fontsize=7, frameon=False, ncol=1)
 
 
 def _rect(x: float, low: float, high: float) -> Any:
