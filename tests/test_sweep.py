@@ -279,7 +279,8 @@ def test_split_rate_counts_planted_outcomes_with_their_intervals(tmp_path, capsy
     three, four = summary[1]['split_rate'], summary[2]['split_rate']
     assert (three['all']['x'], three['all']['n'], three['learned']['x'], three['learned']['n']) == (7, 10, 5, 7)
     assert summary[1]['learned_runs']['x'] == 7 and summary[1]['learned_runs']['n'] == 10
-    assert three['learned']['wilson'] == pytest.approx(wilson(5, 7)) and three['all']['wilson'][0] == pytest.approx(0.3968, abs=1e-4)
+    assert three['learned']['wilson'] == pytest.approx(wilson(5, 7))
+    assert three['all']['wilson'][0] == pytest.approx(0.3968, abs=1e-4)  # 7 of 10 by hand
     assert three['all']['clopper_pearson'] == pytest.approx(clopper_pearson(7, 10))
     t = three['start_order_test']  # the learned runs only: rank 1 in 4 of 7, H0 1/3
     assert (t['rank1'], t['n']) == (4, 7) and t['p_value'] == pytest.approx(binomial_tail(4, 7, 1 / 3))
@@ -336,3 +337,29 @@ def test_a_measured_run_whose_weights_were_removed_is_reported_from_its_analysis
     assert sweep.analyse_run(copy)['effect_size'] == before['effect_size']
     (copy / sweep.ANALYSIS).unlink()
     assert sweep.run_state(copy) == 'stale'
+
+
+def test_dose_response_reads_each_sweeps_epochs_and_rates(tmp_path, capsys):
+    """scripts/gpu_sweep.sh dose: the same two-tower sweep at several epoch counts, one row per count, in order."""
+    ctrl = {2: {'colour': {'mean': 0.01, 'low': 0.0, 'high': 0.05}, 'frequency': None}}
+    paths = []
+    for epochs, learned in ((16, 3), (4, 0), (8, 1)):
+        runs = [_planted_run(1, 0, 99.0, None)]
+        runs += [_planted_run(2, s, 99.0 if s < learned else 30.0, 0.1 if s < learned else 0.01, 1) for s in range(3)]
+        for r in runs:
+            r['conv1_from_random']['relative_change'] = epochs / 10
+        sweep.mark_runs(runs, ctrl, 90.0)
+        doc = {'recipe': 'none.yaml', 'train_options': ['--epochs', str(epochs), '--workers', '1'], 'runs': runs,
+               'summary': sweep.summarise(runs, [1, 2], ctrl, 0.05)}
+        paths.append(tmp_path / f'e{epochs}.json')
+        paths[-1].write_text(json.dumps(doc))
+    rows = sweep.write_dose([str(p) for p in paths], str(tmp_path / 'dose'))
+    assert [r['epochs'] for r in rows] == [4, 8, 16]
+    assert [(r['learned']['x'], r['split_learned']['n']) for r in rows] == [(0, 0), (1, 1), (3, 3)]
+    assert rows[0]['split_learned']['estimate'] is None and rows[2]['conv1_change_mean'] == pytest.approx(1.6)
+    table = list(csv.DictReader(open(tmp_path / 'dose' / 'dose.csv', newline='')))
+    assert [(t['epochs'], t['learned'], t['split_learned']) for t in table] == [('4', '0/3', '0/0'), ('8', '1/3', '1/1'),
+                                                                               ('16', '3/3', '3/3')]
+    assert table[0]['split_learned_wilson_low'] == ''  # no learned run: no interval, not 0
+    assert (tmp_path / 'dose' / 'dose.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert '4 epochs: 3 runs with 2 towers; learned 0 of 3' in capsys.readouterr().out

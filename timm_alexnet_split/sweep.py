@@ -443,6 +443,13 @@ def mark_runs(runs: Sequence[Dict[str, Any]], ctrl: Dict[int, Dict[str, Any]], l
         r['colour_beyond_control'] = None if c is None or e is None else bool(e > c['high'])
 
 
+def learned_share(mine: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """x of n runs that learned (``mark_runs``), with intervals; a run without a validation top-1 is not in n."""
+    from .proportions import proportion
+    judged = [r for r in mine if r.get('learned') is not None]
+    return proportion(sum(1 for r in judged if r['learned']), len(judged))
+
+
 def split_rates(mine: Sequence[Dict[str, Any]], towers: int) -> Dict[str, Any]:
     """The split rate of one tower count over all its runs and over those that learned, each x of n with its Wilson
     and Clopper-Pearson 95% intervals; runs the rule cannot judge (no control) are left out of n and counted; the
@@ -463,13 +470,11 @@ def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[
     """Per tower count: runs, the runs that learned (``mark_runs`` first), split runs (p < alpha on either axis), the
     split rate beyond the control with its intervals, effect sizes with bootstrap intervals, control."""
     from .control import bootstrap_mean
-    from .proportions import proportion
     rows = []
     for n in towers:
         mine = [r for r in runs if r['towers'] == n]
         row: Dict[str, Any] = {'towers': n, 'runs': len(mine)}
-        judged = [r for r in mine if r.get('learned') is not None]  # a run without validation cannot be judged
-        row['learned_runs'] = proportion(sum(1 for r in judged if r['learned']), len(judged))
+        row['learned_runs'] = learned_share(mine)
         if n >= 2:
             row['split_rate'] = split_rates(mine, n)
             row['split_runs'] = sum(1 for r in mine if is_split(r, alpha))
@@ -620,9 +625,12 @@ def print_rates(summary: List[Dict[str, Any]], learned_top1: float) -> None:
         if not rate:
             print(head)
             continue
-        among = rate_text(rate['learned']) if rate['learned']['n'] else \
-            (f'no run learned (top-1 >= {learned_top1:g} %): no split rate among learned runs' if learned['n']
-             else 'no run with a validation top-1: no split rate among learned runs')
+        if rate['learned']['n']:
+            among = rate_text(rate['learned'])
+        elif learned['n']:
+            among = f'no run learned (top-1 >= {learned_top1:g} %): no split rate among learned runs'
+        else:
+            among = 'no run with a validation top-1' if s['runs'] else 'no run'
         unjudged = f' ({rate["not_judged"]} run(s) without a control, not judged)' if rate['not_judged'] else ''
         print(f'{head}\n      split, all runs: {rate_text(rate["all"])}{unjudged}\n'
               f'      split, runs that learned: {among}\n      {_start_text(rate["start_order_test"])}')
@@ -724,3 +732,85 @@ def main(argv: Optional[List[str]] = None) -> int:
     print_rates(summary, args.learned_top1)
     _say(f'files: {", ".join(str(args.out / f) for f in OUTPUTS)}; done in {_clock(time.time() - t0)}')
     return 0
+
+
+# ---- dose-response: the same sweep at several epoch counts -------------------------------------------------------------
+
+DOSE_FIELDS = ['epochs', 'towers', 'runs', 'learned', 'split_all', 'split_all_wilson_low', 'split_all_wilson_high',
+               'split_learned', 'split_learned_wilson_low', 'split_learned_wilson_high', 'top1_mean',
+               'conv1_change_mean', 'conv1_change_min', 'conv1_change_max', 'colour_eta2_mean', 'sweep']
+
+
+def sweep_epochs(doc: Dict[str, Any]) -> Optional[int]:
+    """The epochs a sweep.json's runs trained for: its train options' --epochs, else its recipe's (None if unknown)."""
+    opts = list(doc.get('train_options') or [])
+    for i, a in enumerate(opts):
+        if a == '--epochs' and i + 1 < len(opts):
+            return int(opts[i + 1])
+        if a.startswith('--epochs='):
+            return int(a.split('=', 1)[1])
+    recipe = Path(doc.get('recipe') or '')
+    if recipe.is_file():
+        epochs = (yaml.safe_load(recipe.read_text()) or {}).get('epochs')
+        return None if epochs is None else int(epochs)
+    return None
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return float(np.mean(values)) if len(values) else None
+
+
+def dose_rows(docs: Sequence[Tuple[str, Dict[str, Any]]], towers: int = 2,
+              seeds: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """Per sweep (name, sweep.json), sorted by epochs, over its runs of ``seeds`` (None: all; the same seeds at every
+    epoch count make the arms comparable): for ``towers`` towers the runs, the runs that learned, the
+    split rate over all and over the learned runs with Wilson intervals (None where n = 0), the mean top-1, conv1's
+    relative change from its start (mean, min, max) and the mean colour eta squared."""
+    rows = []
+    for name, doc in docs:
+        mine = [r for r in doc['runs'] if r['towers'] == towers and (seeds is None or r['seed'] in seeds)]
+        if not mine:
+            continue
+        rate, learned = split_rates(mine, towers), learned_share(mine)
+        changes = [r['conv1_from_random']['relative_change'] for r in mine
+                   if (r.get('conv1_from_random') or {}).get('relative_change') is not None]
+        row = {'epochs': sweep_epochs(doc), 'towers': towers, 'runs': len(mine), 'learned': learned,
+               'split_all': rate.get('all'), 'split_learned': rate.get('learned'),
+               'top1_mean': _mean([r['val_top1'] for r in mine if r.get('val_top1') is not None]),
+               'conv1_change_mean': _mean(changes), 'conv1_change_min': min(changes) if changes else None,
+               'conv1_change_max': max(changes) if changes else None,
+               'colour_eta2_mean': _mean([r['effect_size'] for r in mine if r.get('effect_size') is not None]),
+               'sweep': name}
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r['epochs'] is None, r['epochs'] or 0))
+
+
+def _dose_csv_row(row: Dict[str, Any]) -> Dict[str, str]:
+    out = {k: _fmt(row.get(k)) for k in DOSE_FIELDS}
+    out['learned'] = '' if not row['learned'] else f'{row["learned"]["x"]}/{row["learned"]["n"]}'
+    for key in ('split_all', 'split_learned'):
+        p = row.get(key)
+        out[key] = '' if not p else f'{p["x"]}/{p["n"]}'
+        w = (p or {}).get('wilson') or [None, None]
+        out[f'{key}_wilson_low'], out[f'{key}_wilson_high'] = _fmt(w[0]), _fmt(w[1])
+    return out
+
+
+def write_dose(paths: Sequence[str], out: str, towers: int = 2,
+               seeds: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """dose.csv and dose.png in ``out`` from several sweeps' sweep.json (one per epoch count; runs of ``seeds`` only,
+    None: all); prints one line per epoch count and returns the rows."""
+    docs = [(str(p), json.loads(Path(p).read_text())) for p in paths]
+    rows = dose_rows(docs, towers, seeds)
+    if not rows:
+        raise UserError(f'no run with {towers} towers in {", ".join(map(str, paths))}: no dose-response to write')
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / 'dose.csv', DOSE_FIELDS, [_dose_csv_row(r) for r in rows])
+    from .sweep_figure import plot_dose
+    plot_dose(rows, folder / 'dose.png', towers)
+    for r in rows:
+        print(f'{r["epochs"]} epochs: {r["runs"]} runs with {towers} towers; learned {rate_text(r["learned"])}; '
+              f'split (learned runs) {rate_text(r["split_learned"]) if r["split_learned"] else "n/a"}; '
+              f'conv1 change {_fmt(r["conv1_change_mean"], 3)}')
+    return rows

@@ -92,8 +92,8 @@ def _rate_panel(ax: Any, summary: Sequence[Dict[str, Any]], counts: List[int], l
                             fontsize=7, ha='center', va='bottom', color=colour)
                 continue
             low, high = p['wilson']
-            ax.errorbar(x + dx, p['estimate'], yerr=[[p['estimate'] - low], [high - p['estimate']]], fmt='o', ms=6,
-                        color=colour, capsize=3)
+            err = [[max(0.0, p['estimate'] - low)], [max(0.0, high - p['estimate'])]]
+            ax.errorbar(x + dx, p['estimate'], yerr=err, fmt='o', ms=6, color=colour, capsize=3)
             ax.annotate(f'{p["x"]}/{p["n"]}', (x + dx, high), xytext=(0, 3), textcoords='offset points', fontsize=7,
                         ha='center', va='bottom', color=colour)
     learned = [next(s for s in summary if s['towers'] == n).get('learned_runs') or {'x': 0, 'n': 0} for n in counts]
@@ -112,3 +112,50 @@ def _rate_panel(ax: Any, summary: Sequence[Dict[str, Any]], counts: List[int], l
 def _rect(x: float, low: float, high: float) -> Any:
     import matplotlib.patches as patches
     return patches.Rectangle((x - 0.38, low), 0.76, high - low, color='0.85', zorder=0)
+
+
+def plot_dose(rows: Sequence[Dict[str, Any]], path: Path, towers: int) -> None:
+    """Two panels against epochs: the split rate over all runs and over the learned runs (95% Wilson) with the share
+    that learned; conv1's relative change from its start (mean, min-max) and the mean colour eta squared."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+    rows = [r for r in rows if r['epochs'] is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    x = [r['epochs'] for r in rows]
+    for key, colour, dx, label in (('learned', 'tab:green', -0.09, 'learned'), ('split_all', '0.55', 0.0, 'split, all'),
+                                   ('split_learned', 'black', 0.09, 'split, learned runs')):
+        pts = [(e * (1 + dx), r[key]) for e, r in zip(x, rows) if r.get(key) and r[key]['n']]
+        if not pts:
+            continue
+        xs, ps = zip(*pts)
+        est = [p['estimate'] for p in ps]
+        err = [[max(0.0, p['estimate'] - p['wilson'][0]) for p in ps], [max(0.0, p['wilson'][1] - p['estimate']) for p in ps]]
+        left.errorbar(xs, est, yerr=err, fmt='o-', color=colour, capsize=3, label=label)
+        for xi, p in zip(xs, ps):
+            left.annotate(f'{p["x"]}/{p["n"]}', (xi, p['wilson'][1]), xytext=(0, 3), textcoords='offset points',
+                          fontsize=7, ha='center', color=colour)
+    left.set(xscale='log', ylim=(0, 1.12), xlabel='epochs', ylabel='share of runs',
+             title=f'{towers} towers: learned, and split beyond the colour control (95% Wilson)')
+    for ax in (left, right):
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    left.set_xticks(x, [str(e) for e in x])
+    left.legend(fontsize=8, loc='lower right')
+    mean = [r['conv1_change_mean'] for r in rows]
+    err = [[max(0.0, m - r['conv1_change_min']) for m, r in zip(mean, rows)],
+           [max(0.0, r['conv1_change_max'] - m) for m, r in zip(mean, rows)]]
+    right.errorbar(x, mean, yerr=err, fmt='o-', color='tab:blue', capsize=3, label='conv1 change ||W - W0|| / ||W0||')
+    right.set(xscale='log', xlabel='epochs', ylabel='relative change (mean, min-max)', title="conv1's distance from random")
+    right.set_xticks(x, [str(e) for e in x])
+    right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    twin = right.twinx()
+    twin.plot(x, [r['colour_eta2_mean'] for r in rows], 's--', color='tab:red', label='colour eta squared (mean)')
+    twin.set_ylabel('colour eta squared', color='tab:red')
+    right.legend(handles=right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0], fontsize=8,
+                 loc='upper left')
+    try:
+        with replace_when_done(path, True, 'while the sweep drew it') as tmp:
+            fig.savefig(tmp, dpi=110, format='png')
+    finally:
+        plt.close(fig)
