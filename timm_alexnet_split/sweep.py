@@ -609,8 +609,8 @@ def rate_text(p: Dict[str, Any]) -> str:
 
 def _start_text(t: Dict[str, Any]) -> str:
     if not t['n']:
-        return 'start order (pre-registered): no learned run with a rank, nothing tested'
-    return (f'start order (pre-registered, learned runs): the greyest tower started the most chromatic in {t["rank1"]} '
+        return 'start order (pre-registered rule): no learned run with a rank, nothing tested'
+    return (f'start order (pre-registered rule, learned runs): the greyest tower started the most chromatic in {t["rank1"]} '
             f'of {t["n"]} (H0: 1 in {round(1 / t["null_probability"])}), one-sided binomial p = {_fmt(t["p_value"], 3)}')
 
 

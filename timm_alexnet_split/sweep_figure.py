@@ -99,14 +99,15 @@ def _rate_panel(ax: Any, summary: Sequence[Dict[str, Any]], counts: List[int], l
     learned = [next(s for s in summary if s['towers'] == n).get('learned_runs') or {'x': 0, 'n': 0} for n in counts]
     ax.set_xticks(range(len(counts)), [f'{n} towers\nlearned {p["x"]}/{p["n"]}' for n, p in zip(counts, learned)])
     ax.set_xlim(-0.6, len(counts) - 0.4)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel('share of runs beyond the colour control')
     ax.set_title('split rate, 95% Wilson interval', fontsize=10)
     ax.grid(axis='y', alpha=0.3)
     ax.legend(handles=[ax.errorbar([], [], yerr=[], fmt='o', color='0.55', label='all runs'),
                        ax.errorbar([], [], yerr=[], fmt='o', color='black',
                                    label=f'runs that learned (top-1 >= {learned_top1:g} %)')],
-              loc='upper center', bbox_to_anchor=(0.5, -0.09), fontsize=7, frameon=False, ncol=1)
+              loc='upper center', fontsize=7, frameon=False, ncol=2)
 
 
 def _rect(x: float, low: float, high: float) -> Any:
