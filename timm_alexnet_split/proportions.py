@@ -77,7 +77,8 @@ def binomial_tail(x: int, n: int, p: float) -> float:
 
 
 def wilson(x: int, n: int, level: float = LEVEL) -> Tuple[float, float]:
-    """The Wilson score interval (low, high) of x / n at ``level`` (two-sided); n must be >= 1."""
+    """The Wilson score interval (low, high) of x / n at ``level`` (two-sided); n must be >= 1; low <= x / n <= high,
+    low = 0 at x = 0 and high = 1 at x = n exactly."""
     _check(x, n)
     _check_level(level)
     if n == 0:
@@ -85,7 +86,9 @@ def wilson(x: int, n: int, level: float = LEVEL) -> Tuple[float, float]:
     z = normal_quantile(1 - (1 - level) / 2)
     centre = (x + z * z / 2) / (n + z * z)
     half = z / (n + z * z) * math.sqrt(x * (n - x) / n + z * z / 4)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if x == 0 else max(0.0, min(x / n, centre - half))  # exact at the ends, the estimate always inside
+    high = 1.0 if x == n else min(1.0, max(x / n, centre + half))
+    return low, high
 
 
 def clopper_pearson(x: int, n: int, level: float = LEVEL) -> Tuple[float, float]:
