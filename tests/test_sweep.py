@@ -243,3 +243,123 @@ def test_factor_accuracy_script_agrees_with_the_trainers_validation_top1(swept, 
     assert acc['factor 1'] == acc['top-1']  # one factor per class name here: the class itself
     assert script.main([str(out / 'nothing')]) == 2
     assert 'not a training run folder' in capsys.readouterr().err
+
+
+def _planted_run(towers, seed, top1, effect, rank=None):
+    """A measured run as main() assembles it, with a planted top-1, colour effect size and start rank."""
+    far = {'chromatic': {'mean': 0.6, 'below_0_3': 0.1}, 'chromatic_lowpass': {'mean': 0.6},
+           'low_frequency_share': {'mean': 0.5}, 'relative_change': 1.2}
+    r = {'towers': towers, 'seed': seed, 'run': f'towers{towers}-seed{seed}', 'val_top1': top1, 'train_seconds': 1.0,
+         'measure': 'band', 'measure_label': 'own band', 'chromatic_fraction': [0.6] * towers,
+         'frequency': [0.2] * towers, 'p_value': None if towers == 1 else 0.5, 'frequency_p_value': None,
+         'effect_size': None if towers == 1 else effect, 'frequency_effect_size': None, 'verdict': '', 'latent': None,
+         'init': None, 'conv1_from_random': far}
+    if rank is not None:
+        r['greyest_tower_start_rank'] = rank
+    return r
+
+
+def _planted_sweep():
+    """Three towers: 10 runs, 7 learned (top-1 >= 90), 5 of them beyond the control (top 0.1) and 2 of the 3 that did
+    not learn; rank 1 in 4 of the 7 learned; four towers: 2 runs, neither learned."""
+    ctrl = {3: {'colour': {'mean': 0.02, 'low': 0.0, 'high': 0.1}, 'frequency': None},
+            4: {'colour': {'mean': 0.03, 'low': 0.0, 'high': 0.1}, 'frequency': None}}
+    learned = [(0.3, 1), (0.3, 1), (0.3, 1), (0.3, 1), (0.2, 2), (0.05, 3), (0.05, 2)]
+    runs = [_planted_run(1, s, 99.0, None) for s in range(2)]
+    runs += [_planted_run(3, s, 99.0, e, k) for s, (e, k) in enumerate(learned)]
+    runs += [_planted_run(3, 7 + s, 40.0, e, 1) for s, e in enumerate((0.3, 0.3, 0.05))]
+    runs += [_planted_run(4, s, 30.0, 0.2, 1) for s in range(2)]
+    sweep.mark_runs(runs, ctrl, 90.0)
+    return runs, ctrl, sweep.summarise(runs, [1, 3, 4], ctrl, 0.05)
+
+
+def test_split_rate_counts_planted_outcomes_with_their_intervals(tmp_path, capsys):
+    from timm_alexnet_split.proportions import binomial_tail, clopper_pearson, wilson
+    runs, _, summary = _planted_sweep()
+    three, four = summary[1]['split_rate'], summary[2]['split_rate']
+    assert (three['all']['x'], three['all']['n'], three['learned']['x'], three['learned']['n']) == (7, 10, 5, 7)
+    assert summary[1]['learned_runs']['x'] == 7 and summary[1]['learned_runs']['n'] == 10
+    assert three['learned']['wilson'] == pytest.approx(wilson(5, 7))
+    assert three['all']['wilson'][0] == pytest.approx(0.3968, abs=1e-4)  # 7 of 10 by hand
+    assert three['all']['clopper_pearson'] == pytest.approx(clopper_pearson(7, 10))
+    t = three['start_order_test']  # the learned runs only: rank 1 in 4 of 7, H0 1/3
+    assert (t['rank1'], t['n']) == (4, 7) and t['p_value'] == pytest.approx(binomial_tail(4, 7, 1 / 3))
+    assert four['all']['x'] == 2 and four['learned']['n'] == 0 and four['learned']['estimate'] is None
+    assert four['start_order_test']['p_value'] is None
+
+    out = tmp_path / 'sweep'
+    out.mkdir()
+    sweep.write_outputs(out, {'recipe': 'r.yaml', 'train_options': []}, runs, summary, 0.05, [], 90.0)
+    doc = json.loads((out / 'sweep.json').read_text())
+    assert doc['learned_top1'] == 90.0 and '90' in doc['learned_rule'] and doc['split_rule'] == sweep.SPLIT_RULE
+    assert doc['summary'][1]['split_rate']['learned']['x'] == 5
+    rows = list(csv.DictReader(open(out / 'sweep_rates.csv', newline='')))
+    learned3 = next(r for r in rows if r['towers'] == '3' and r['population'] == 'learned')
+    assert (learned3['split'], learned3['of'], learned3['start_rank1'], learned3['start_ranked']) == ('5', '7', '4', '7')
+    assert float(learned3['wilson_low']) == pytest.approx(wilson(5, 7)[0], rel=1e-3)
+    learned4 = next(r for r in rows if r['towers'] == '4' and r['population'] == 'learned')
+    assert learned4['of'] == '0' and learned4['rate'] == '' and learned4['wilson_low'] == ''  # no rate, not 0
+    per_run = list(csv.DictReader(open(out / 'sweep.csv', newline='')))
+    assert [r['learned'] for r in per_run[2:4]] == ['yes', 'yes'] and per_run[7]['colour_beyond_control'] == 'no'
+    assert (out / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+    sweep.print_rates(summary, 90.0)
+    text = capsys.readouterr().out
+    assert 'learned: best validation top-1 >= 90 %' in text and '5 of 7 = 71% [95%: Wilson 36-92%' in text
+    assert 'no run learned (top-1 >= 90 %): no split rate among learned runs' in text and '0 of 0' not in text
+    assert 'started the most chromatic in 4 of 7 (H0: 1 in 3)' in text
+
+
+def test_learned_threshold_is_an_option_stated_in_the_outputs(swept, capsys):
+    out, argv = swept
+    assert cli.main([*argv[:argv.index('--')], '--no-train', '--learned-top1', '0', *argv[argv.index('--'):]]) == 0
+    doc = json.loads((out / 'sweep.json').read_text())
+    assert doc['learned_top1'] == 0 and all(r['learned'] for r in doc['runs'])
+    two = doc['summary'][1]
+    assert two['learned_runs']['n'] == 2 and two['split_rate']['learned']['n'] == 2
+    assert 'learned: best validation top-1 >= 0 %' in capsys.readouterr().out
+    assert cli.main([*argv[:argv.index('--')], '--learned-top1', '120']) == 2
+    assert '--learned-top1 is a top-1 in %' in capsys.readouterr().err
+
+
+def test_a_measured_run_whose_weights_were_removed_is_reported_from_its_analysis(swept, tmp_path):
+    """scripts/gpu_sweep.sh brings back run folders without weights: they are pooled by `sweep --no-train`."""
+    import shutil
+    out, _ = swept
+    copy = tmp_path / 'towers2-seed0'
+    shutil.copytree(out / 'towers2-seed0', copy)
+    before = sweep.analyse_run(copy)
+    for f in copy.glob('*.safetensors'):
+        f.unlink()
+    for f in copy.glob('*.pth.tar'):
+        f.unlink()
+    assert sweep.run_state(copy) == 'complete'
+    assert sweep.analyse_run(copy)['effect_size'] == before['effect_size']
+    (copy / sweep.ANALYSIS).unlink()
+    assert sweep.run_state(copy) == 'stale'
+
+
+def test_dose_response_reads_each_sweeps_epochs_and_rates(tmp_path, capsys):
+    """scripts/gpu_sweep.sh dose: the same two-tower sweep at several epoch counts, one row per count, in order."""
+    ctrl = {2: {'colour': {'mean': 0.01, 'low': 0.0, 'high': 0.05}, 'frequency': None}}
+    paths = []
+    for epochs, learned in ((16, 3), (4, 0), (8, 1)):
+        runs = [_planted_run(1, 0, 99.0, None)]
+        runs += [_planted_run(2, s, 99.0 if s < learned else 30.0, 0.1 if s < learned else 0.01, 1) for s in range(3)]
+        for r in runs:
+            r['conv1_from_random']['relative_change'] = epochs / 10
+        sweep.mark_runs(runs, ctrl, 90.0)
+        doc = {'recipe': 'none.yaml', 'train_options': ['--epochs', str(epochs), '--workers', '1'], 'runs': runs,
+               'summary': sweep.summarise(runs, [1, 2], ctrl, 0.05)}
+        paths.append(tmp_path / f'e{epochs}.json')
+        paths[-1].write_text(json.dumps(doc))
+    rows = sweep.write_dose([str(p) for p in paths], str(tmp_path / 'dose'))
+    assert [r['epochs'] for r in rows] == [4, 8, 16]
+    assert [(r['learned']['x'], r['split_learned']['n']) for r in rows] == [(0, 0), (1, 1), (3, 3)]
+    assert rows[0]['split_learned']['estimate'] is None and rows[2]['conv1_change_mean'] == pytest.approx(1.6)
+    table = list(csv.DictReader(open(tmp_path / 'dose' / 'dose.csv', newline='')))
+    assert [(t['epochs'], t['learned'], t['split_learned']) for t in table] == [('4', '0/3', '0/0'), ('8', '1/3', '1/1'),
+                                                                               ('16', '3/3', '3/3')]
+    assert table[0]['split_learned_wilson_low'] == ''  # no learned run: no interval, not 0
+    assert (tmp_path / 'dose' / 'dose.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert '4 epochs: 3 runs with 2 towers; learned 0 of 3' in capsys.readouterr().out

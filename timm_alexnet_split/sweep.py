@@ -34,8 +34,13 @@ PROG = 'timm-alexnet-split sweep'
 PLAN = 'sweep_plan.json'          # marks OUT as a sweep's folder; the settings every run of it shares
 ANALYSIS = 'sweep_analysis.json'  # per run: the measures, cached against the weights they came from
 ANALYSIS_VERSION = 2
-OUTPUTS = ('sweep.json', 'sweep.csv', 'sweep.png')
+OUTPUTS = ('sweep.json', 'sweep.csv', 'sweep_rates.csv', 'sweep.png')
 ALPHA = 0.05
+LEARNED_TOP1 = 90.0  # %: a demo-hard run that learned both cues is at ~99 %, one that knows only the hue at ~25-40 %
+# the rule of a split for the split rate, fixed before the runs of seeds 10-19 are analysed (docs/science.md)
+SPLIT_RULE = ("colour eta squared above the top of the control's 95% interval (random partitions of the one-tower "
+              "runs' kernels into the towers' sizes)")
+LEARNED_RULE = 'best validation top-1 >= {:g} %'
 PARTITIONS = 1000
 CONV1_KERNELS = 96
 # options the sweep sets itself for every run: passing them after -- would break the folder layout or the grid
@@ -78,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--partitions', type=int, default=PARTITIONS,
                    help=f'random partitions per control (default {PARTITIONS}, at least {PARTITIONS})')
     p.add_argument('--alpha', type=float, default=ALPHA, help=f'significance level of a split (default {ALPHA})')
+    p.add_argument('--learned-top1', type=float, default=LEARNED_TOP1, metavar='PCT',
+                   help=f'a run "learned" when its best validation top-1 is at least PCT %% (default {LEARNED_TOP1:g}); '
+                        'the split rate is reported over all runs and over the runs that learned')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: measure and draw the runs already there (missing runs are listed)')
     p.add_argument('train_options', nargs=argparse.REMAINDER,
@@ -102,6 +110,8 @@ def check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
         raise UserError(f'--partitions must be at least {PARTITIONS}, got {args.partitions}')
     if not 0 < args.alpha < 1:
         raise UserError(f'--alpha must be between 0 and 1, got {args.alpha}')
+    if not 0 <= args.learned_top1 <= 100:
+        raise UserError(f'--learned-top1 is a top-1 in %, from 0 to 100, got {args.learned_top1:g}')
     extra = list(args.train_options)
     if extra and extra[0] == '--':
         extra = extra[1:]
@@ -197,11 +207,15 @@ def _planned_epochs(run: Path) -> Optional[int]:
 
 
 def run_state(run: Path) -> str:
-    """'missing', 'complete', 'resumable' (a last checkpoint) or 'stale' (started, nothing to resume from)."""
+    """'missing', 'complete', 'resumable' (a last checkpoint) or 'stale' (started, nothing to resume from).
+
+    A complete run whose weights were removed after it was measured (its ``sweep_analysis.json`` kept, as in
+    scripts/gpu_sweep.sh's runs archive) is still complete: it is reported from that analysis."""
     if not run.exists():
         return 'missing'
     planned = _planned_epochs(run)
-    has_weights = (run / 'model_best.safetensors').is_file() or (run / 'last.safetensors').is_file()
+    has_weights = (run / 'model_best.safetensors').is_file() or (run / 'last.safetensors').is_file() \
+        or _trimmed_analysis(run) is not None
     if planned is not None and completed_epochs(run) >= planned and has_weights:
         return 'complete'
     return 'resumable' if (run / 'last.pth.tar').is_file() else 'stale'
@@ -246,6 +260,17 @@ def _wall(run: Path) -> Optional[float]:
 
 
 # ---- measuring one run ------------------------------------------------------------------------------------------------
+
+def _trimmed_analysis(run: Path) -> Optional[Dict[str, Any]]:
+    """The cached analysis of a run with no weights left (the weights removed after measuring), else None."""
+    if any((run / n).is_file() for n in ('model_best.safetensors', 'last.safetensors')):
+        return None
+    try:
+        cached = json.loads((run / ANALYSIS).read_text())
+    except (OSError, ValueError):
+        return None
+    return cached if (cached.get('key') or {}).get('version') == ANALYSIS_VERSION else None
+
 
 def weights_file(run: Path) -> Path:
     for name in ('model_best.safetensors', 'last.safetensors'):
@@ -294,6 +319,9 @@ def analyse_run(run: Path) -> Dict[str, Any]:
     """
     from . import control
     from .kernels import KernelsError, inspect_file, read_first_layer
+    trimmed = _trimmed_analysis(run)
+    if trimmed is not None:
+        return trimmed
     weights = weights_file(run)
     st = weights.stat()
     key = {'version': ANALYSIS_VERSION, 'weights': weights.name, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
@@ -402,15 +430,53 @@ def controls(runs: Sequence[Dict[str, Any]], towers: Sequence[int], partitions: 
     return out
 
 
+def mark_runs(runs: Sequence[Dict[str, Any]], ctrl: Dict[int, Dict[str, Any]], learned_top1: float) -> None:
+    """Set each run's ``learned`` (best validation top-1 >= learned_top1; None without a top-1) and, for N >= 2,
+    ``colour_beyond_control`` (the split rule, SPLIT_RULE; None without a control or an effect size)."""
+    for r in runs:
+        top1 = r.get('val_top1')
+        r['learned'] = None if top1 is None else bool(top1 >= learned_top1)
+        if r['towers'] < 2:
+            continue
+        c = (ctrl.get(r['towers']) or {}).get('colour')
+        e = r.get('effect_size')
+        r['colour_beyond_control'] = None if c is None or e is None else bool(e > c['high'])
+
+
+def learned_share(mine: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """x of n runs that learned (``mark_runs``), with intervals; a run without a validation top-1 is not in n."""
+    from .proportions import proportion
+    judged = [r for r in mine if r.get('learned') is not None]
+    return proportion(sum(1 for r in judged if r['learned']), len(judged))
+
+
+def split_rates(mine: Sequence[Dict[str, Any]], towers: int) -> Dict[str, Any]:
+    """The split rate of one tower count over all its runs and over those that learned, each x of n with its Wilson
+    and Clopper-Pearson 95% intervals; runs the rule cannot judge (no control) are left out of n and counted; the
+    pre-registered start-order test over the learned runs with a rank (H0: rank 1 with probability 1 / towers)."""
+    from .proportions import proportion, start_rank_test
+    judged = [r for r in mine if r.get('colour_beyond_control') is not None]
+    learned = [r for r in judged if r.get('learned')]
+    ranked = [r['greyest_tower_start_rank'] for r in mine if r.get('learned') and r.get('greyest_tower_start_rank')]
+    return {
+        'rule': SPLIT_RULE, 'not_judged': len(mine) - len(judged),
+        'all': proportion(sum(1 for r in judged if r['colour_beyond_control']), len(judged)),
+        'learned': proportion(sum(1 for r in learned if r['colour_beyond_control']), len(learned)),
+        'start_order_test': start_rank_test(ranked, towers)}
+
+
 def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[int, Dict[str, Any]],
               alpha: float) -> List[Dict[str, Any]]:
-    """Per tower count: runs, split runs (p < alpha on either axis), effect sizes with bootstrap intervals, control."""
+    """Per tower count: runs, the runs that learned (``mark_runs`` first), split runs (p < alpha on either axis), the
+    split rate beyond the control with its intervals, effect sizes with bootstrap intervals, control."""
     from .control import bootstrap_mean
     rows = []
     for n in towers:
         mine = [r for r in runs if r['towers'] == n]
         row: Dict[str, Any] = {'towers': n, 'runs': len(mine)}
+        row['learned_runs'] = learned_share(mine)
         if n >= 2:
+            row['split_rate'] = split_rates(mine, n)
             row['split_runs'] = sum(1 for r in mine if is_split(r, alpha))
             row['split_at_init_runs'] = sum(1 for r in mine if r.get('init') and is_split(r['init'], alpha))
             ranks = [r['greyest_tower_start_rank'] for r in mine if r.get('greyest_tower_start_rank')]
@@ -435,6 +501,7 @@ def is_split(run: Dict[str, Any], alpha: float) -> bool:
 
 CSV_FIELDS = ['towers', 'seed', 'run', 'val_top1', 'train_seconds', 'measure', 'chromatic_fraction', 'frequency',
               'p_value', 'frequency_p_value', 'effect_size', 'frequency_effect_size', 'split', 'verdict',
+              'learned', 'colour_beyond_control',
               'init_p_value', 'init_frequency_p_value', 'init_chromatic_fraction', 'greyest_tower_start_rank',
               'conv1_chromatic_mean', 'conv1_grey_share', 'conv1_lowpass_chromatic_mean', 'conv1_low_frequency_share',
               'conv1_relative_change', 'latent']
@@ -443,6 +510,8 @@ CSV_FIELDS = ['towers', 'seed', 'run', 'val_top1', 'train_seconds', 'measure', '
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return ''
+    if isinstance(v, bool):
+        return 'yes' if v else 'no'
     if isinstance(v, float):
         return f'{v:.{digits}g}'
     if isinstance(v, list):
@@ -465,22 +534,60 @@ def csv_row(r: Dict[str, Any], alpha: float) -> Dict[str, str]:
     return row
 
 
+RATE_FIELDS = ['towers', 'runs', 'population', 'split', 'of', 'rate', 'wilson_low', 'wilson_high', 'clopper_pearson_low',
+               'clopper_pearson_high', 'not_judged', 'start_rank1', 'start_ranked', 'start_null_probability',
+               'start_p_value', 'learned_rule', 'split_rule']
+
+
+def rate_rows(summary: Sequence[Dict[str, Any]], learned_top1: float) -> List[Dict[str, str]]:
+    """sweep_rates.csv: per tower count N >= 2, one row for all runs and one for the runs that learned: the split
+    count, its rate and 95% intervals (empty when no run is in the population: no rate, never 0), the start-order
+    test (on the learned runs' row)."""
+    rows = []
+    for s in summary:
+        rate = s.get('split_rate')
+        if not rate:
+            continue
+        for population in ('all', 'learned'):
+            p = rate[population]
+            w, cp = p['wilson'] or [None, None], p['clopper_pearson'] or [None, None]
+            row = dict(towers=s['towers'], runs=s['runs'], population=population, split=p['x'], of=p['n'],
+                       rate=_fmt(p['estimate']), wilson_low=_fmt(w[0]), wilson_high=_fmt(w[1]),
+                       clopper_pearson_low=_fmt(cp[0]), clopper_pearson_high=_fmt(cp[1]), not_judged=rate['not_judged'],
+                       learned_rule=LEARNED_RULE.format(learned_top1) if population == 'learned' else '',
+                       split_rule=rate['rule'])
+            if population == 'learned':
+                t = rate['start_order_test']
+                row.update(start_rank1=t['rank1'], start_ranked=t['n'], start_null_probability=_fmt(t['null_probability']),
+                           start_p_value=_fmt(t['p_value']))
+            rows.append({k: str(row.get(k, '')) for k in RATE_FIELDS})
+    return rows
+
+
+def _write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, str]]) -> None:
+    with replace_when_done(path, True, 'while the sweep wrote it') as tmp, open(tmp, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def write_outputs(out: Path, plan: Dict[str, Any], runs: List[Dict[str, Any]], summary: List[Dict[str, Any]],
-                  alpha: float, missing: List[str]) -> None:
+                  alpha: float, missing: List[str], learned_top1: float = LEARNED_TOP1) -> None:
     public = [{k: v for k, v in r.items() if k not in ('values', 'key')} for r in runs]
     doc = {'recipe': plan['recipe'], 'train_options': plan['train_options'], 'alpha': alpha,
+           'learned_top1': learned_top1, 'learned_rule': LEARNED_RULE.format(learned_top1), 'split_rule': SPLIT_RULE,
+           'start_order_rule': 'among the runs that learned: the tower that ended greyest started the most chromatic '
+                               '(rank 1); H0: rank 1 with probability 1/N for N towers; one-sided binomial p',
+           'interval_level': 0.95,
            'effect_size': 'eta squared (between-tower / total sum of squares) of the per-kernel values',
            'measure': runs[0]['measure_label'] if runs else None, 'missing_runs': missing,
            'runs': public, 'summary': summary}
     _write_text(out / 'sweep.json', json.dumps(clean(doc), indent=2))
-    with replace_when_done(out / 'sweep.csv', True, 'while the sweep wrote it') as tmp, open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in runs:
-            w.writerow(csv_row(r, alpha))
+    _write_csv(out / 'sweep.csv', CSV_FIELDS, [csv_row(r, alpha) for r in runs])
+    _write_csv(out / 'sweep_rates.csv', RATE_FIELDS, rate_rows(summary, learned_top1))
     from .sweep_figure import plot_sweep
     plot_sweep(runs, summary, out / 'sweep.png', f'{Path(plan["recipe"]).name} {" ".join(plan["train_options"])}',
-               alpha)
+               alpha, learned_top1)
 
 
 def _eta_text(v: Optional[float]) -> str:
@@ -491,19 +598,60 @@ def _init_text(init: Optional[Dict[str, Any]]) -> str:
     return '' if not init else f'{_fmt(init["p_value"], 2)}, {_fmt(init["frequency_p_value"], 2)}'
 
 
+def rate_text(p: Dict[str, Any]) -> str:
+    """'7 of 9 = 78% [Wilson 45-94%; Clopper-Pearson 40-97%]', or 'no run' when n = 0 (never 0 of 0 as 0%)."""
+    if not p['n']:
+        return 'no run'
+    (wl, wh), (cl, ch) = p['wilson'], p['clopper_pearson']
+    return (f'{p["x"]} of {p["n"]} = {100 * p["estimate"]:.0f}% [95%: Wilson {100 * wl:.0f}-{100 * wh:.0f}%; '
+            f'Clopper-Pearson {100 * cl:.0f}-{100 * ch:.0f}%]')
+
+
+def _start_text(t: Dict[str, Any]) -> str:
+    if not t['n']:
+        return 'start order (pre-registered rule): no learned run with a rank, nothing tested'
+    return (f'start order (pre-registered rule, learned runs): the greyest tower started the most chromatic in {t["rank1"]} '
+            f'of {t["n"]} (H0: 1 in {round(1 / t["null_probability"])}), one-sided binomial p = {_fmt(t["p_value"], 3)}')
+
+
+def print_rates(summary: List[Dict[str, Any]], learned_top1: float) -> None:
+    """The split rate per tower count over all runs and over the runs that learned, with the rules stated."""
+    print()
+    print(f'split rate (a split: {SPLIT_RULE}); learned: {LEARNED_RULE.format(learned_top1)}')
+    for s in summary:
+        learned = s['learned_runs']
+        head = f'  {s["towers"]} tower{"s" if s["towers"] > 1 else ""}: learned {rate_text(learned)}'
+        rate = s.get('split_rate')
+        if not rate:
+            print(head)
+            continue
+        if rate['learned']['n']:
+            among = rate_text(rate['learned'])
+        elif learned['n']:
+            among = f'no run learned (top-1 >= {learned_top1:g} %): no split rate among learned runs'
+        else:
+            among = 'no run with a validation top-1' if s['runs'] else 'no run'
+        unjudged = f' ({rate["not_judged"]} run(s) without a control, not judged)' if rate['not_judged'] else ''
+        print(f'{head}\n      split, all runs: {rate_text(rate["all"])}{unjudged}\n'
+              f'      split, runs that learned: {among}\n      {_start_text(rate["start_order_test"])}')
+
+
 def print_table(runs: List[Dict[str, Any]], summary: List[Dict[str, Any]], alpha: float) -> None:
     print()
     print(f'{"run":<18}{"top-1":>7}  {"chromatic fraction per tower":<30}{"p":>8}{"eta2":>7}  '
-          f'{"frequency per tower":<30}{"p":>8}{"eta2":>7}  split  p at init (colour, frequency)')
+          f'{"frequency per tower":<30}{"p":>8}{"eta2":>7}  split  beyond  learned  p at init (colour, frequency)')
     for r in runs:
         cf = ' '.join(f'{v:.3f}' for v in r['chromatic_fraction'])
         fr = ' '.join('n/a' if v is None else f'{v:.3f}' for v in r['frequency'])
         split = 'yes' if is_split(r, alpha) else 'no' if r['towers'] > 1 else '-'
+        beyond = '-' if r['towers'] < 2 else _fmt(r.get('colour_beyond_control')) or 'n/a'
+        learned = _fmt(r.get('learned')) or 'n/a'
         print(f'{r["run"]:<18}{_fmt(r["val_top1"], 3):>7}  {cf:<30}{_fmt(r["p_value"], 2):>8}'
               f'{_eta_text(r["effect_size"]):>7}  {fr:<30}{_fmt(r["frequency_p_value"], 2):>8}'
-              f'{_eta_text(r["frequency_effect_size"]):>7}  {split:<5}'
+              f'{_eta_text(r["frequency_effect_size"]):>7}  {split:<5}  {beyond:<6}  {learned:<7}'
               f'  {_init_text(r.get("init"))}')
     print()
+    print('beyond: colour eta squared above the control\'s 95% interval (the split rule of the rate below)')
     print(f'per tower count (split: p < {alpha:g} on either axis; effect size eta squared, mean [95% bootstrap]; '
           'control: random partitions of the one-tower runs\' kernels, mean [95%])')
     for s in summary:
@@ -577,8 +725,92 @@ def main(argv: Optional[List[str]] = None) -> int:
     if 1 not in {r['towers'] for r in runs}:
         print(f'{PROG}: warning: no one-tower run: no control (add 1 to --towers)', file=sys.stderr)
     ctrl = controls(runs, towers, args.partitions)
+    mark_runs(runs, ctrl, args.learned_top1)
     summary = summarise(runs, towers, ctrl, args.alpha)
-    write_outputs(args.out, plan, runs, summary, args.alpha, missing)
+    write_outputs(args.out, plan, runs, summary, args.alpha, missing, args.learned_top1)
     print_table(runs, summary, args.alpha)
+    print_rates(summary, args.learned_top1)
     _say(f'files: {", ".join(str(args.out / f) for f in OUTPUTS)}; done in {_clock(time.time() - t0)}')
     return 0
+
+
+# ---- dose-response: the same sweep at several epoch counts -------------------------------------------------------------
+
+DOSE_FIELDS = ['epochs', 'towers', 'runs', 'learned', 'split_all', 'split_all_wilson_low', 'split_all_wilson_high',
+               'split_learned', 'split_learned_wilson_low', 'split_learned_wilson_high', 'top1_mean',
+               'conv1_change_mean', 'conv1_change_min', 'conv1_change_max', 'colour_eta2_mean', 'sweep']
+
+
+def sweep_epochs(doc: Dict[str, Any]) -> Optional[int]:
+    """The epochs a sweep.json's runs trained for: its train options' --epochs, else its recipe's (None if unknown)."""
+    opts = list(doc.get('train_options') or [])
+    for i, a in enumerate(opts):
+        if a == '--epochs' and i + 1 < len(opts):
+            return int(opts[i + 1])
+        if a.startswith('--epochs='):
+            return int(a.split('=', 1)[1])
+    recipe = Path(doc.get('recipe') or '')
+    if recipe.is_file():
+        epochs = (yaml.safe_load(recipe.read_text()) or {}).get('epochs')
+        return None if epochs is None else int(epochs)
+    return None
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return float(np.mean(values)) if len(values) else None
+
+
+def dose_rows(docs: Sequence[Tuple[str, Dict[str, Any]]], towers: int = 2,
+              seeds: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """Per sweep (name, sweep.json), sorted by epochs, over its runs of ``seeds`` (None: all; the same seeds at every
+    epoch count make the arms comparable): for ``towers`` towers the runs, the runs that learned, the
+    split rate over all and over the learned runs with Wilson intervals (None where n = 0), the mean top-1, conv1's
+    relative change from its start (mean, min, max) and the mean colour eta squared."""
+    rows = []
+    for name, doc in docs:
+        mine = [r for r in doc['runs'] if r['towers'] == towers and (seeds is None or r['seed'] in seeds)]
+        if not mine:
+            continue
+        rate, learned = split_rates(mine, towers), learned_share(mine)
+        changes = [r['conv1_from_random']['relative_change'] for r in mine
+                   if (r.get('conv1_from_random') or {}).get('relative_change') is not None]
+        row = {'epochs': sweep_epochs(doc), 'towers': towers, 'runs': len(mine), 'learned': learned,
+               'split_all': rate.get('all'), 'split_learned': rate.get('learned'),
+               'top1_mean': _mean([r['val_top1'] for r in mine if r.get('val_top1') is not None]),
+               'conv1_change_mean': _mean(changes), 'conv1_change_min': min(changes) if changes else None,
+               'conv1_change_max': max(changes) if changes else None,
+               'colour_eta2_mean': _mean([r['effect_size'] for r in mine if r.get('effect_size') is not None]),
+               'sweep': name}
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r['epochs'] is None, r['epochs'] or 0))
+
+
+def _dose_csv_row(row: Dict[str, Any]) -> Dict[str, str]:
+    out = {k: _fmt(row.get(k)) for k in DOSE_FIELDS}
+    out['learned'] = '' if not row['learned'] else f'{row["learned"]["x"]}/{row["learned"]["n"]}'
+    for key in ('split_all', 'split_learned'):
+        p = row.get(key)
+        out[key] = '' if not p else f'{p["x"]}/{p["n"]}'
+        w = (p or {}).get('wilson') or [None, None]
+        out[f'{key}_wilson_low'], out[f'{key}_wilson_high'] = _fmt(w[0]), _fmt(w[1])
+    return out
+
+
+def write_dose(paths: Sequence[str], out: str, towers: int = 2,
+               seeds: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """dose.csv and dose.png in ``out`` from several sweeps' sweep.json (one per epoch count; runs of ``seeds`` only,
+    None: all); prints one line per epoch count and returns the rows."""
+    docs = [(str(p), json.loads(Path(p).read_text())) for p in paths]
+    rows = dose_rows(docs, towers, seeds)
+    if not rows:
+        raise UserError(f'no run with {towers} towers in {", ".join(map(str, paths))}: no dose-response to write')
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / 'dose.csv', DOSE_FIELDS, [_dose_csv_row(r) for r in rows])
+    from .sweep_figure import plot_dose
+    plot_dose(rows, folder / 'dose.png', towers)
+    for r in rows:
+        print(f'{r["epochs"]} epochs: {r["runs"]} runs with {towers} towers; learned {rate_text(r["learned"])}; '
+              f'split (learned runs) {rate_text(r["split_learned"]) if r["split_learned"] else "n/a"}; '
+              f'conv1 change {_fmt(r["conv1_change_mean"], 3)}')
+    return rows
