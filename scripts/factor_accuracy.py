@@ -26,13 +26,14 @@ from torchvision.datasets import ImageFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import timm_alexnet_split  # noqa: E402,F401  (registers the models)
+from timm_alexnet_split import run_files as RF  # noqa: E402
 from timm_alexnet_split.checkpoint import RunInfo, load_checkpoint_file, load_into, read_run  # noqa: E402
 from timm_alexnet_split.errors import UserError  # noqa: E402
 
 
 def load_run(run: Path) -> tuple:
     """(model in eval mode, what the run folder says of it: checkpoint.RunInfo) from a training run folder."""
-    if not (run / 'args.yaml').is_file():
+    if not (run / RF.ARGS).is_file():
         raise UserError(f'{run} is not a training run folder (no args.yaml)')
     info = read_run(run)
     model = timm.create_model(info.model, num_classes=info.num_classes, **info.model_kwargs)
@@ -69,7 +70,7 @@ def main(argv: List[str]) -> int:
     try:
         for run in a.runs:
             model, info = load_run(run)
-            data = a.data_dir or Path((yaml.safe_load((run / 'args.yaml').read_text()) or {}).get('data_dir') or '')
+            data = a.data_dir or Path((yaml.safe_load((run / RF.ARGS).read_text()) or {}).get('data_dir') or '')
             if not (data / a.split).is_dir():
                 raise UserError(f'no {a.split} split under {data}; pass --data-dir')
             acc = factor_accuracy(model, info, data, a.split)

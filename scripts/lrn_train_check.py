@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import timm  # noqa: E402
 
 import timm_alexnet_split  # noqa: E402,F401  (registers the models)
-from timm_alexnet_split.data import demo_generated  # noqa: E402
+from timm_alexnet_split.data.embedded import demo_generated  # noqa: E402
 from timm_alexnet_split.lrn import TowerLRN, lrn_reference, set_lrn_mode  # noqa: E402
 
 

@@ -84,7 +84,7 @@ def test_sweep_json_has_the_runs_and_summary_the_issue_lists(swept):
 
 
 def test_the_greyest_towers_start_is_read_from_the_initial_kernels(swept):
-    from timm_alexnet_split.kernel_measures import chromatic_measures
+    from timm_alexnet_split.kernels.measures import chromatic_measures
     out, _ = swept
     doc = json.loads((out / 'sweep.json').read_text())
     for r in doc['runs'][2:]:

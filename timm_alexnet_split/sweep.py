@@ -25,9 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from . import run_files as RF
 from .atomic import replace_when_done
 from .errors import UserError
-from .kernel_io import clean
+from .kernels.files import clean
 from .train.rundir import completed_epochs
 
 PROG = 'timm-alexnet-split sweep'
@@ -198,7 +199,7 @@ def run_name(towers: int, seed: int) -> str:
 # ---- training: reuse, resume or train ---------------------------------------------------------------------------------
 
 def _planned_epochs(run: Path) -> Optional[int]:
-    args = run / 'args.yaml'
+    args = run / RF.ARGS
     if args.is_file():
         cfg = yaml.safe_load(args.read_text()) or {}
         if 'epochs' in cfg:
@@ -214,11 +215,11 @@ def run_state(run: Path) -> str:
     if not run.exists():
         return 'missing'
     planned = _planned_epochs(run)
-    has_weights = (run / 'model_best.safetensors').is_file() or (run / 'last.safetensors').is_file() \
+    has_weights = (run / RF.BEST_WEIGHTS).is_file() or (run / RF.LAST_WEIGHTS).is_file() \
         or _trimmed_analysis(run) is not None
     if planned is not None and completed_epochs(run) >= planned and has_weights:
         return 'complete'
-    return 'resumable' if (run / 'last.pth.tar').is_file() else 'stale'
+    return 'resumable' if (run / RF.LAST).is_file() else 'stale'
 
 
 def _set_aside(run: Path) -> Path:
@@ -240,7 +241,7 @@ def train_run(out: Path, name: str, argv: List[str]) -> None:
         state = 'missing'
     if state == 'resumable':
         _say(f'resuming {run} from epoch {completed_epochs(run)}')
-        argv = [*argv, '--resume', str(run / 'last.pth.tar')]
+        argv = [*argv, '--resume', str(run / RF.LAST)]
     code = train.main(argv)
     if code:
         raise UserError(f'training {run} stopped (exit {code}); run the same sweep command again to resume')
@@ -263,7 +264,7 @@ def _wall(run: Path) -> Optional[float]:
 
 def _trimmed_analysis(run: Path) -> Optional[Dict[str, Any]]:
     """The cached analysis of a run with no weights left (the weights removed after measuring), else None."""
-    if any((run / n).is_file() for n in ('model_best.safetensors', 'last.safetensors')):
+    if any((run / n).is_file() for n in (RF.BEST_WEIGHTS, RF.LAST_WEIGHTS)):
         return None
     try:
         cached = json.loads((run / ANALYSIS).read_text())
@@ -273,7 +274,7 @@ def _trimmed_analysis(run: Path) -> Optional[Dict[str, Any]]:
 
 
 def weights_file(run: Path) -> Path:
-    for name in ('model_best.safetensors', 'last.safetensors'):
+    for name in (RF.BEST_WEIGHTS, RF.LAST_WEIGHTS):
         if (run / name).is_file():
             return run / name
     raise UserError(f'{run} has no model_best.safetensors or last.safetensors to measure')
@@ -285,7 +286,7 @@ def _finite(v: Any) -> np.ndarray:
 
 
 def _eta(groups: Sequence[np.ndarray]) -> Optional[float]:
-    from .control import eta_squared
+    from .kernels.control import eta_squared
     groups = [_finite(g) for g in groups]
     if len(groups) < 2 or min(len(g) for g in groups) < 1:
         return None
@@ -294,7 +295,7 @@ def _eta(groups: Sequence[np.ndarray]) -> Optional[float]:
 
 
 def best_top1(run: Path) -> Optional[float]:
-    with open(run / 'summary.csv', newline='') as f:
+    with open(run / RF.SUMMARY, newline='') as f:
         vals = [float(r['eval_top1']) for r in csv.DictReader(f) if r.get('eval_top1') not in (None, '')]
     return max(vals) if vals else None
 
@@ -317,8 +318,7 @@ def analyse_run(run: Path) -> Dict[str, Any]:
     Cached in ``run/sweep_analysis.json`` against the weights file's size and time; the per-kernel values (for the
     control) are kept there too.
     """
-    from . import control
-    from .kernels import KernelsError, inspect_file, read_first_layer
+    from .kernels import KernelsError, control, inspect_file, read_first_layer
     trimmed = _trimmed_analysis(run)
     if trimmed is not None:
         return trimmed
@@ -338,7 +338,7 @@ def analyse_run(run: Path) -> Dict[str, Any]:
         w = np.concatenate(read_first_layer(weights).groups)
     except KernelsError as e:
         raise UserError(f'measuring {weights}: {e}') from None
-    w0_path = run / 'conv1' / 'epoch_0000.npy'
+    w0_path = RF.snapshot_path(run, 0)
     w0 = np.load(w0_path) if w0_path.is_file() else None
     if w0 is not None and w0.shape != w.shape:
         w0 = None
@@ -368,8 +368,8 @@ def _init_tests(w0: np.ndarray, counts: Sequence[int], measure: str) -> Optional
     Towers of independent random kernels differ at p < alpha on an axis in about alpha of the runs; after short
     training conv1 is still close to its initialisation, so a "split" may be one the towers started with.
     """
-    from .kernel_compare import compare_values
-    from .kernel_measures import chromatic_measures, luminance_orientation_frequency
+    from .kernels.compare import compare_values
+    from .kernels.measures import chromatic_measures, luminance_orientation_frequency
     if len(counts) < 2:
         return None
     edges = np.cumsum([0, *counts])
@@ -387,8 +387,8 @@ def start_order(run: Path, analysis: Dict[str, Any]) -> Dict[str, Any]:
     mean at the end (1 = the most chromatic at the start). The paper's split is "independent of the initialisation,
     modulo a renumbering of the GPUs": this asks whether the initial kernels decide the numbering. Empty for one
     tower, no W0, a mean that is not finite, or a tie for the greyest at the end (no rank to give)."""
-    from .kernel_measures import chromatic_measures
-    counts, w0_path = analysis.get('kernels_per_tower') or [], run / 'conv1' / 'epoch_0000.npy'
+    from .kernels.measures import chromatic_measures
+    counts, w0_path = analysis.get('kernels_per_tower') or [], RF.snapshot_path(run, 0)
     if len(counts) < 2 or not w0_path.is_file():
         return {}
     w0 = np.load(w0_path)
@@ -409,7 +409,7 @@ def start_order(run: Path, analysis: Dict[str, Any]) -> Dict[str, Any]:
 
 def controls(runs: Sequence[Dict[str, Any]], towers: Sequence[int], partitions: int) -> Dict[int, Dict[str, Any]]:
     """Per tower count N >= 2: the control on each axis from the one-tower runs' kernels (None without such runs)."""
-    from .control import partition_control
+    from .kernels.control import partition_control
     from .model import tower_widths
     singles = [r for r in runs if r['towers'] == 1]
     out: Dict[int, Dict[str, Any]] = {}
@@ -469,7 +469,7 @@ def summarise(runs: Sequence[Dict[str, Any]], towers: Sequence[int], ctrl: Dict[
               alpha: float) -> List[Dict[str, Any]]:
     """Per tower count: runs, the runs that learned (``mark_runs`` first), split runs (p < alpha on either axis), the
     split rate beyond the control with its intervals, effect sizes with bootstrap intervals, control."""
-    from .control import bootstrap_mean
+    from .kernels.control import bootstrap_mean
     rows = []
     for n in towers:
         mine = [r for r in runs if r['towers'] == n]

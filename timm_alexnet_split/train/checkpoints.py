@@ -18,7 +18,7 @@ from timm import utils
 
 from .. import run_files as RF
 from ..atomic import replace_when_done
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..schedule import PlateauDecay
 
 _logger = logging.getLogger('timm_alexnet_split.train')
@@ -32,7 +32,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
-            raise UserError(f'cannot write {path}: {" ".join(str(e).split())[:200]}') from None
+            raise UserError(f'cannot write {path}: {one_line(e, 200)}') from None
 
 
 def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path: Path, metadata: Dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Iterator, List, Optional
 import torch
 import torch.distributed as dist
 
+from ..errors import one_line
 from .stops import StopRequest, signal_flags, signal_from_flags
 
 
@@ -34,8 +35,7 @@ def is_comm_failure(e: BaseException) -> bool:
 
 def peer_lost_message(e: BaseException, timeout: Optional[float] = None, last: Optional[Path] = None) -> str:
     """One line: which process, what failed, what to do."""
-    detail = ' '.join(str(e).split())
-    detail = detail[:300] + (' ...' if len(detail) > 300 else '')
+    detail = one_line(e, 300)
     if last is not None and last.is_file():
         resume = f'the last complete epoch is in {last}: run the same command again with --resume {last}'
     elif last is not None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm import utils
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..model import AlexNetSplit
 from ..parallel import is_device_count, place_towers, process_devices
 from .collectives import collective_timeout
@@ -90,7 +90,7 @@ def init_device(args: argparse.Namespace) -> torch.device:
                 args.device = requested
             return torch.device(requested)
     except (AssertionError, RuntimeError, ValueError) as e:
-        msg = " ".join(str(e).split()) or "not available"
+        msg = one_line(e, None) if str(e).strip() else 'not available'
         if utils.is_distributed_env() and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise UserError(f'cannot join the distributed job (--dist-backend {args.dist_backend or "default"}, '
                             f'--device {args.device}, --dist-timeout {args.dist_timeout:g} s): {msg[:300]}') from None
@@ -111,7 +111,7 @@ def create_train_model(args: argparse.Namespace, device: torch.device, dtype: Op
             drop_rate=args.drop, global_pool=args.gp, checkpoint_path=args.initial_checkpoint or None,
             **factory, **args.model_kwargs)
     except (RuntimeError, TypeError, ValueError, KeyError, FileNotFoundError, OSError) as e:
-        msg = ' '.join(str(e).split())
+        msg = one_line(e, None)
         if not timm.is_model(args.model):
             close = difflib.get_close_matches(args.model, timm.list_models(), n=1)
             raise UserError(f'unknown model {args.model!r}' + (f' (did you mean {close[0]}?)' if close else '')) from None

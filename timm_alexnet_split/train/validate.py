@@ -18,7 +18,7 @@ from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, ModelInfo, find_run_checkpoint, load_into, read_checkpoint, state_dict_kwargs
 from ..data.splits import find_split
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
 from .data import UNREADABLE, SkipUnreadable, align_classes, create_split_dataset, is_folder_like, is_image_folder, skip_counts
 from .loaders import eval_loader
@@ -105,7 +105,7 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> Tuple[Checkpo
     try:
         model = timm.create_model(model_name, **kwargs)
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        raise UserError(f'cannot create {model_name}: {" ".join(str(e).split())[:200]}') from None
+        raise UserError(f'cannot create {model_name}: {one_line(e, 200)}') from None
     load_into(model, ckpt.state_dict, model_name, str(path))
     model.to(device).eval()
     return ckpt, model, model_name
