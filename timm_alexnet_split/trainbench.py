@@ -165,21 +165,24 @@ def main(args: argparse.Namespace, device: torch.device, batch: int, out: Path,
 
     if args.train_epochs < 1 or args.train_images_per_class < 2:
         raise UserError('--train-epochs must be >= 1 and --train-images-per-class >= 2')
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise UserError(f'--data-dir {args.data_dir} is not a folder')
     cores = cores_available()
     workers = args.train_workers if args.train_workers is not None else max(1, cores - 2)
     decoders = args.decoders or (['cpu', 'gpu'] if device.type == 'cuda' else ['cpu', 'device'])
-    say(f'machine: {machine}; {cores} cores, {workers} loader workers; results go to {out}')
-    result: Dict[str, object] = {'machine': machine, 'device': device.type, 'batch': batch, 'workers': workers}
-    with tempfile.TemporaryDirectory(prefix='bench-train-input-', dir=args.data_dir) as tmp_name:
-        tmp = Path(tmp_name)
-        shards = make_shards(tmp, args.train_images_per_class, max(1, cores - 1), say)
-        if not args.skip_loader:
-            result['loader'] = loader_section(shards, batch, workers, say)
-        if not args.skip_training:
-            result['input'] = input_section(shards, tmp, device, batch, args.train_epochs, workers, decoders, say)
-    result['lines'] = lines
     from .atomic import replace_when_done
-    with replace_when_done(out, False, 'bench --train-input', make_folder=True) as tmp_out:
+    with replace_when_done(out, False, 'bench --train-input', make_folder=True) as tmp_out:  # unwritable: before the work
+        say(f'machine: {machine}; {cores} cores, {workers} loader workers; results go to {out}')
+        result: Dict[str, object] = {'machine': machine, 'device': device.type, 'batch': batch, 'workers': workers}
+        with tempfile.TemporaryDirectory(prefix='bench-train-input-', dir=args.data_dir) as tmp_name:
+            tmp = Path(tmp_name)
+            shards = make_shards(tmp, args.train_images_per_class, max(1, cores - 1), say)
+            if not args.skip_loader:
+                result['loader'] = loader_section(shards, batch, workers, say)
+            if not args.skip_training:
+                result['input'] = input_section(shards, tmp, device, batch, args.train_epochs, workers, decoders,
+                                                say)
+        result['lines'] = lines
         tmp_out.write_text(json.dumps(result, indent=2))
     return 0
 
