@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import math
+import os
 import signal
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,35 +26,86 @@ _logger = logging.getLogger('timm_alexnet_split.train')
 
 
 class _StopSignalsToMain:
-    """A loader worker's init: SIGINT and SIGTERM ignored, then the loader's own init. A stop signal sent to the
-    whole process group (`timeout`, Slurm's scancel, Ctrl-C) is the main process's to obey: it finishes the batch,
-    saves, and ends its workers itself. PyTorch's worker handler would let SIGTERM kill the worker, and the main
-    process would then die of "DataLoader worker exited unexpectedly" instead of saving. (Workers still end when the
-    main process goes: PyTorch's watchdog in each worker sees the parent gone.) A class, not a closure: picklable
-    for spawned workers."""
+    """A loader worker's init: stop signals left to the main process, then the loader's own init.
+
+    A stop signal sent to the whole process group (`timeout`, Slurm's scancel, Ctrl-C) is the main process's to
+    obey: it finishes the batch, saves, and ends its workers itself. PyTorch's worker handler would let SIGTERM kill
+    the worker, and the main process would then die of "DataLoader worker exited unexpectedly" instead of saving. So
+    the worker ignores SIGINT, and ignores SIGTERM while the main process runs; once the main process has begun to
+    exit (the flag that :func:`_main_exiting` sets at exit), a SIGTERM ends the worker. That SIGTERM is the one
+    Python's multiprocessing sends each daemonic child at exit before it joins them: a worker that ignored it would
+    keep the main process waiting forever (a persistent loader still referenced at exit: a test's exception info, a
+    reference cycle). Workers also end when the main process goes: PyTorch's watchdog in each worker sees the parent
+    gone. A class, not a closure: picklable for spawned workers (the flag travels as shared memory)."""
 
     def __init__(self, init: Any) -> None:
         self.init = init
+        self.main_exiting = _main_exiting()
 
     def __call__(self, worker_id: int) -> None:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         if self.init is not None:
             self.init(worker_id)
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.main_exiting.value:
+            os._exit(0)  # ends at once, as SIGTERM would; status 0, or the main process reports a worker failure
 
-def leave_stop_signals_to_main(loader: Any) -> Any:
-    """``loader`` (a DataLoader, or timm's PrefetchLoader or our wrappers around one) with workers that ignore stop
-    signals (_StopSignalsToMain); returned for chaining. None passes through."""
+
+_MAIN_EXITING: Any = None
+
+
+def _main_exiting() -> Any:
+    """A byte in shared memory that turns 1 when the main process begins to exit (one per process, made the first
+    time a loader's workers get the stop-signal rule). The hook that sets it is registered after multiprocessing's
+    own exit function, so it runs before that function terminates and joins the workers (atexit runs last-in,
+    first-out)."""
+    global _MAIN_EXITING
+    if _MAIN_EXITING is None:
+        import multiprocessing.sharedctypes
+        import multiprocessing.util  # noqa: F401  (its exit function registered before ours)
+        _MAIN_EXITING = multiprocessing.sharedctypes.RawValue('b', 0)
+        atexit.register(_set_main_exiting, _MAIN_EXITING)
+    return _MAIN_EXITING
+
+
+def _set_main_exiting(flag: Any) -> None:
+    flag.value = 1
+
+
+def _torch_loader(loader: Any) -> Any:
+    """The torch DataLoader inside ``loader`` (itself, or timm's PrefetchLoader or our wrappers around one, in
+    ``.loader``); None for None; TypeError for anything else."""
     inner = loader
     while inner is not None and not isinstance(inner, torch.utils.data.DataLoader):
         inner = getattr(inner, '__dict__', {}).get('loader')
     if inner is None and loader is not None:
         raise TypeError(f'{type(loader).__name__} holds no torch DataLoader (in .loader) to give its workers the '
                         'stop-signal rule')
+    return inner
+
+
+def leave_stop_signals_to_main(loader: Any) -> Any:
+    """``loader`` (a DataLoader, or timm's PrefetchLoader or our wrappers around one) with workers that ignore stop
+    signals (_StopSignalsToMain); returned for chaining. None passes through."""
+    inner = _torch_loader(loader)
     if inner is not None and not isinstance(inner.worker_init_fn, _StopSignalsToMain):
         inner.worker_init_fn = _StopSignalsToMain(inner.worker_init_fn)
     return loader
+
+
+def shut_down_workers(*loaders: Any) -> None:
+    """End the worker processes that persistent loaders (the device decoding path's) keep between epochs, now rather
+    than whenever the loader object is collected: a run's end frees them whichever way it ends, an exception
+    included, and a process that trains several runs (bench --train-input, a sweep) does not gather them. Loaders
+    without workers alive, and None, pass."""
+    for loader in loaders:
+        inner = _torch_loader(loader) if loader is not None else None
+        iterator = getattr(inner, '_iterator', None)  # where torch keeps a persistent loader's workers
+        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
+            iterator._shutdown_workers()
+            inner._iterator = None
 
 
 class PaperCrop:

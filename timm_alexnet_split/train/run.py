@@ -40,7 +40,7 @@ from .collectives import PeerLost, agreed_signal, broadcast_from_primary, gather
 from .curves import plot_curves
 from .data import UNREADABLE, SkipUnreadable, build_datasets, skip_counts
 from .devices import create_train_model, init_device, model_parallel_devices, model_parallel_kind
-from .loaders import FirstBatchAgain, build_loaders, check_batches, leave_stop_signals_to_main
+from .loaders import FirstBatchAgain, build_loaders, check_batches, leave_stop_signals_to_main, shut_down_workers
 from .logs import logging_to
 from .loop import Diverged, TrainStep, evaluate, train_one_epoch
 from .options import args_dict, check_args, parse_args, plain
@@ -97,8 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     failed = False
     with logging_to() as attach_log, StopRequest() as stop:
+        r = Run(argv, attach_log, stop)
         try:
-            return _run(Run(argv, attach_log, stop))
+            return _run(r)
         except PeerLost as e:
             failed = True
             _logger.error(e.message)
@@ -110,6 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _logger.error(peer_lost_message(e))
             return 1
         finally:
+            shut_down_workers(r.loader_train, r.loader_eval)
             if dist.is_available() and dist.is_initialized() and not failed:
                 dist.destroy_process_group()
 
