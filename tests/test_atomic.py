@@ -238,3 +238,46 @@ def test_generated_data_has_the_usual_mode_and_replaces_a_generated_folder(tmp_p
     assert generated.ensure(out, _tiny_generated(), progress=False) == out  # regenerated in place
     assert generated.is_complete(out, _tiny_generated(), verify=True)
     assert [p.name for p in tmp_path.iterdir()] == ['tiny']
+
+
+# Every write in the package goes to a temporary name (replace_when_done's, or a temporary folder renamed when whole)
+# or to memory; the exceptions, each with its reason. A new direct write to a user's path fails here.
+_WRITES = {'write_text', 'write_bytes', 'savefig', 'save', 'save_file'}
+_DIRECT_WRITES_ALLOWED = {
+    ('databench.py', "d / f'{i:06d}.jpg'"): 'benchmark images inside the benchmark\'s own temporary folder',
+    ('train/data.py', 'self.log_path'): 'the skip log is appended to, a line at a time',
+    ('train/checkpoints.py', 'obj'): 'torch.save(obj, tmp): the object, not the path',
+    ('train/run.py', 'epoch'): 'RunSaver.save(epoch, ...): not a file write',
+    ('train/rundir.py', 'f'): 'np.save into a file opened at the temporary name',
+}
+
+
+def _written_path(call):
+    import ast
+    f = call.func
+    if isinstance(f, ast.Attribute) and f.attr in ('write_text', 'write_bytes'):
+        return ast.unparse(f.value)
+    if isinstance(f, ast.Attribute) and f.attr in _WRITES and call.args:
+        return ast.unparse(call.args[1] if f.attr == 'save_file' and len(call.args) > 1 else call.args[0])
+    if isinstance(f, ast.Name) and f.id == 'open' and len(call.args) > 1:
+        mode = call.args[1]
+        if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set('wax'):
+            return ast.unparse(call.args[0])
+    return None
+
+
+def test_every_file_the_package_writes_goes_through_a_temporary_name():
+    import ast
+
+    import timm_alexnet_split
+    root = Path(timm_alexnet_split.__file__).parent
+    direct = []
+    for path in sorted(root.rglob('*.py')):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            target = _written_path(node) if isinstance(node, ast.Call) else None
+            if target is None or 'tmp' in target or 'buf' in target or (rel, target) in _DIRECT_WRITES_ALLOWED:
+                continue
+            direct.append(f'{rel}:{node.lineno} writes {target}')
+    assert not direct, 'write through atomic.replace_when_done / atomic.write_text:\n' + '\n'.join(direct)
+    assert _written_path(ast.parse("(out / 'x.json').write_text(s)").body[0].value) == "out / 'x.json'"

@@ -15,7 +15,7 @@ from typing import Iterator, List
 
 from .errors import UserError
 
-__all__ = ['check_writable', 'replace_when_done']
+__all__ = ['check_writable', 'replace_when_done', 'write_text']
 
 
 def _why(e: OSError) -> str:
@@ -153,3 +153,10 @@ def replace_when_done(dest: Path, overwrite: bool, during: str, make_folder: boo
         if not done:
             for made in reversed(missing):
                 _remove_quietly(made, '')
+
+
+def write_text(dest: Path, text: str, during: str, make_folder: bool = False) -> None:
+    """``text`` (UTF-8) as the new content of ``dest`` through :func:`replace_when_done`, replacing what is there:
+    for outputs a command owns (a benchmark's JSON, a class map), which are the old or the new file, never half."""
+    with replace_when_done(Path(dest), overwrite=True, during=during, make_folder=make_folder) as tmp:
+        tmp.write_text(text, encoding='utf-8')

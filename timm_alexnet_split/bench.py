@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .atomic import write_text
 from .bench_nets import GPU_KINDS, TOWER_KINDS, GroupLRN, naive_split  # noqa: F401  (bench's public names)
 from .bench_nets import stepper as _stepper
 from .bench_nets import variant as _variant
@@ -131,7 +132,7 @@ def _data_main(args: argparse.Namespace, device: torch.device, out: Path) -> int
     machine = _machine()  # before the per-core timing sets one thread
     result = run(args.data_images, args.rounds, cores_available(), device, args.data_dir, print_fn=print)
     result.update(machine=machine, date=datetime.now(timezone.utc).isoformat(timespec='seconds'))
-    out.write_text(json.dumps(result, indent=2))  # silently: the ratio stays the last line
+    write_text(out, json.dumps(result, indent=2), 'the benchmark')  # silently: the ratio stays the last line
     return 0
 
 
@@ -374,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if gpu:
         _gpu_lrn_section(results, args, device, batch)
-        out.write_text(json.dumps(results, indent=2))  # kept should a time limit end the run in the next section
+        write_text(out, json.dumps(results, indent=2), 'the benchmark')  # kept should a time limit end the next section
         _gpu_section(results, args, device, batch)
     else:
         _lrn_section(results, args, device, batch)
@@ -383,7 +384,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.skip_onnx:
         _onnx_section(results, args)
     _print_goals(results, device.type)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_text(out, json.dumps(results, indent=2), 'the benchmark', make_folder=True)
     print(f'\nwrote {out}')
     return 0

@@ -27,6 +27,8 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .run_files import SUMMARY
+
 GOAL_INPUT = 0.95  # GPU: shards + best decoder vs synthetic input
 GOAL_LOADER = 1.2  # CPU: loader epoch time vs per-core rate x workers
 
@@ -70,7 +72,7 @@ def run_training(argv: List[str], run_dir: Path) -> Dict[str, List[float]]:
     if rc != 0:
         from .errors import UserError
         raise UserError(f'train {" ".join(argv)} ended with exit status {rc}')
-    with open(run_dir / 'summary.csv', newline='') as f:
+    with open(run_dir / SUMMARY, newline='') as f:
         rows = list(csv.DictReader(f))
     return {'img_s': [float(r['train_img_s']) for r in rows], 'loss': [float(r['train_loss']) for r in rows]}
 

@@ -341,7 +341,8 @@ def _write_catsdogs(src: Path, dest: Path, split: Dict[str, Dict[str, List[str]]
                        '(cat 0, dog 1), the first V to validation, the rest to train',
                   counts={p: {c: len(v) for c, v in cl.items()} for p, cl in split.items()},
                   partial=note, skipped=skipped, validation=split['validation'])
-    (dest / 'split.json').write_text(json.dumps(record, indent=1) + '\n')
+    from ..atomic import write_text
+    write_text(dest / 'split.json', json.dumps(record, indent=1) + '\n', 'while splitting Cats vs Dogs')
 
 
 def prepare_catsdogs_main(argv: List[str]) -> int:

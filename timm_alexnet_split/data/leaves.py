@@ -232,4 +232,6 @@ def save_sample_grid(out: os.PathLike | str, img_size: int = LEAVES_IMG_SIZE, zo
     images = _chunk_images(0, 0, 0, names, img_size, LEAVES_SPEC)
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=255)
     grid = np.concatenate([np.concatenate(list(padded[i:i + 8]), 1) for i in range(0, len(names), 8)], 0)
-    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(out, optimize=True)
+    from ..atomic import replace_when_done
+    with replace_when_done(Path(out), overwrite=True, during='drawing the samples', keep_suffix=True) as tmp:
+        Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(tmp, optimize=True)

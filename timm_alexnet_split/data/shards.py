@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..atomic import replace_when_done
+from ..atomic import replace_when_done, write_text
 from ..errors import UserError
 from ..progress import progress as progress_bar
 
@@ -299,7 +299,7 @@ def prepare(root: Path, out: Path, name: str, shard_size: int, workers: int, opt
             (out / split).mkdir(exist_ok=True)
             for stale in (out / split).glob('.*.tar.*.tmp'):  # left by a worker killed mid-shard
                 stale.unlink()
-        (out / CLASS_MAP).write_text(''.join(f'{c}\n' for c in class_names), encoding='utf-8')
+        write_text(out / CLASS_MAP, ''.join(f'{c}\n' for c in class_names), 'while writing the shards')
     except OSError as e:
         raise UserError(f'cannot write to {out}: {e.strerror or e}') from None
     results: Dict[str, Tuple[int, List[Dict[str, str]]]] = {}
