@@ -13,7 +13,7 @@
 #            from its archive): split rate and conv1's distance from random against epochs (dose.csv, dose.png)
 # Every run trains side by side with the others: one `sweep --towers N --first-seed S --seeds 1` process per run into
 # the part's sweep folder (one loader worker, 16 cores shared out as CPU threads); at the part's time limit
-# (STEP_SECONDS; main 330 s, dose 390 s: 20 runs x 16 epochs is about 230 s, from the 2026-11-30 H200 run's
+# (STEP_SECONDS; main 330 s, dose 450 s: 20 runs x 16 epochs is about 230 s, from the 2026-11-30 H200 run's
 # 1.4 run-epochs a second) runs still training are stopped (they save) and listed as missing; then one
 # `sweep --no-train` pass per folder measures every complete run (its split rate, intervals, start-order test).
 # What comes back (at most 8 files under OUT_DIR, none in a subfolder), listed at the end as "fetch:":
@@ -44,7 +44,7 @@ folders=()
 case "$part" in
     main-a) folders=("$main_name|demo-hard|1 2 3 4|10|5|--epochs $epochs"); limit=330 ;;
     main-b) folders=("$main_name|demo-hard|1 2 3 4|15|5|--epochs $epochs"); limit=330 ;;
-    dose)   for e in "${dose_epochs[@]}"; do folders+=("demo-hard-e$e|demo-hard|1 2|10|5|--epochs $e"); done; limit=390 ;;
+    dose)   for e in "${dose_epochs[@]}"; do folders+=("demo-hard-e$e|demo-hard|1 2|10|5|--epochs $e"); done; limit=450 ;;
     *) echo "usage: bash scripts/gpu_sweep.sh main-a|main-b|dose [OUT_DIR]   (DRY_RUN=1: the plan only)" >&2
        exit 2 ;;
 esac
@@ -153,6 +153,14 @@ if [ "$part" = dose ]; then  # the 16-epoch arm from main's folder when it is he
         "$out" "${jsons[@]}" || status=1
 fi
 tar czf "$out/runs-$part.tar.gz" -C "$runs" "${members[@]}" || status=1
+# The weights of measured runs go (0.7-1.4 GB a run; parts run back to back on one 64 GB disk): sweep reports a run
+# whose weights were removed from its sweep_analysis.json.
+for f in "${folders[@]}"; do
+    IFS='|' read -r name _ <<< "$f"
+    for a in "$runs/$name"/towers*-seed*/sweep_analysis.json; do
+        [ -f "$a" ] && find "$(dirname "$a")" -maxdepth 1 \( -name '*.pth.tar' -o -name '*.safetensors' \) -delete
+    done
+done
 echo "== at home, to pool parts: mkdir -p POOL && tar xzf runs-main-a.tar.gz -C POOL && tar xzf runs-main-b.tar.gz -C POOL"
 echo "   timm-alexnet-split sweep --no-train --recipe recipes/demo_hard.yaml --towers 1 2 3 4 --first-seed 10 --seeds 10 \\"
 echo "       --out POOL/$main_name -- --epochs $epochs --workers 1"

@@ -62,8 +62,9 @@ def test_profile_writes_the_top_kernels_of_one_training_step(tmp_path, capsys):
     assert main(args[:-4] + ['--json', str(tmp_path / 'other.json'), '--profile', str(prof)]) == 2  # never overwrites
 
 
-def test_gpu_sections_run_and_give_every_ratio(monkeypatch, capsys):
-    """The GPU bench's variants (eager here, on CPU tensors: no GPU in CI), each precision, the towers' goals."""
+def test_gpu_sections_run_and_give_every_ratio(monkeypatch, capsys, tmp_path):
+    """The GPU bench's variants (eager here, on CPU tensors: no GPU in CI), each precision, the towers' goals; the
+    JSON on disk after each precision (a time limit in the next keeps it)."""
     import argparse
 
     import torch
@@ -72,7 +73,13 @@ def test_gpu_sections_run_and_give_every_ratio(monkeypatch, capsys):
     monkeypatch.setattr(B, 'GPU_KINDS', ['ours', 'no_lrn', 'tv_alexnet', 'naive_grouped'])
     results = dict(rows=[])
     args = argparse.Namespace(no_compile=True, rounds=1, warmup=0, img_size=67)
-    B._gpu_lrn_section(results, args, torch.device('cpu'), 2)
+    written = []
+    real_write = B.write_text
+    monkeypatch.setattr(B, 'write_text', lambda out, text, during, **kw: (written.append(len(json.loads(text)['rows'])),
+                                                                          real_write(out, text, during, **kw)))
+    B._gpu_lrn_section(results, args, torch.device('cpu'), 2, tmp_path / 'bench.json')
+    assert len(written) == 2 and 0 < written[0] < written[1] == len(results['rows'])
+    assert json.loads((tmp_path / 'bench.json').read_text())['rows'] == results['rows']
     rows = {(r['mode'], r['variant'], r['amp_bf16']): r for r in results['rows']}
     for amp in (True, False):
         for v in B.GPU_KINDS:

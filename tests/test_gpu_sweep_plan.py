@@ -48,3 +48,14 @@ def test_epochs_and_tiny_change_the_plan(tmp_path, env, expect):
 def test_an_unknown_part_is_one_usage_line(tmp_path):
     run, _, _ = _plan('everything', tmp_path)
     assert run.returncode == 2 and run.stderr.strip().startswith('usage:') and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_check_under_a_device_call_wants_a_part_and_writes_nothing_without_one(tmp_path):
+    """Both parts together outlast one device call (10 min): with $OUT set (a device call) PART is required."""
+    check = SCRIPT.with_name('gpu_check.sh')
+    run = subprocess.run(['bash', str(check), str(tmp_path / 'gc')], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, 'OUT': str(tmp_path), 'PYTHON': 'false'})
+    assert run.returncode == 2 and 'PART=1' in run.stderr and not (tmp_path / 'gc').exists()
+    part = subprocess.run(['bash', str(check), str(tmp_path / 'gc')], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'OUT': str(tmp_path), 'PART': '1', 'PYTHON': 'false'})
+    assert part.returncode == 2 and 'CUDA' in part.stderr  # past the check: here it stops for want of a GPU

@@ -220,9 +220,10 @@ def _print_matrix(rows: List[dict], title: str) -> None:
               f'{cell(c, "ratio_to_no_lrn", ".3f", 11)}{cell(c, "ratio_to_tv_alexnet", ".2f", 8)}')
 
 
-def _gpu_lrn_section(results: dict, args: argparse.Namespace, device: torch.device, batch: int) -> None:
+def _gpu_lrn_section(results: dict, args: argparse.Namespace, device: torch.device, batch: int, out: Path) -> None:
     """GPU: ours, LRN removed, nn.LocalResponseNorm, torchvision's alexnet and the naive grouped split-2, bf16 +
-    channels_last and fp32, training eager and compiled (alexnet_split_3 and 4 towers eager, bf16), inference eager."""
+    channels_last and fp32, training eager and compiled (alexnet_split_3 and 4 towers eager, bf16), inference eager.
+    ``out`` is rewritten after each precision: a time limit in the next one keeps what was measured."""
     compiled = None if args.no_compile else GPU_KINDS
     for amp in (True, False):
         t = time.perf_counter()
@@ -234,6 +235,7 @@ def _gpu_lrn_section(results: dict, args: argparse.Namespace, device: torch.devi
         _print_matrix([r for r in rows if r['mode'] == 'train'], f'{tag}: training')
         _print_matrix([r for r in rows if r['mode'] == 'infer'], f'{tag}: inference')
         print(f'  ({time.perf_counter() - t:.0f} s)')
+        write_text(out, json.dumps(results, indent=2), 'the benchmark')
 
 
 def _gpu_section(results: dict, args: argparse.Namespace, device: torch.device, batch: int) -> None:
@@ -374,8 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          lrn_kernels=lrn_mode(device.type), malloc=malloc, rows=[])
     out.parent.mkdir(parents=True, exist_ok=True)
     if gpu:
-        _gpu_lrn_section(results, args, device, batch)
-        write_text(out, json.dumps(results, indent=2), 'the benchmark')  # kept should a time limit end the next section
+        _gpu_lrn_section(results, args, device, batch, out)  # writes out as it goes
         _gpu_section(results, args, device, batch)
     else:
         _lrn_section(results, args, device, batch)
