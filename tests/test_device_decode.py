@@ -64,6 +64,23 @@ def test_device_decoding_under_torch_compile_trains_as_eager(shards, tmp_path):
     _close_and_falling(compiled, eager)
 
 
+@pytest.mark.parametrize('extra, says', [
+    (['--no-aug', '--interpolation', 'bicubic'], "resizes bilinear: the interpolation 'bicubic'"),
+    (['--paper-crop', '--color-jitter', '0', '--train-interpolation', 'bicubic'],
+     'does not implement --train-interpolation bicubic'),
+    (['--no-aug', '--input-size', '3', '64', '72'], 'is not square'),
+])
+def test_device_decoding_refuses_what_it_would_crop_otherwise_than_cpu_decoding(shards, tmp_path, extra, says):
+    """The device path resizes bilinear and crops squares: other interpolations or sizes are one line, not other
+    crops than --decode cpu's without a word."""
+    from timm_alexnet_split.errors import UserError
+    with pytest.raises(UserError, match=re.escape(says)):
+        run_train('--dataset', 'wds/shards', '--data-dir', shards, '--model-kwargs', 'fc_width=64', '--img-size', '64',
+                  '-b', '4', '--epochs', '1', '--decode', 'device', '--workers', '0', '--device', 'cpu',
+                  '--pca-lighting', '0', '--output', tmp_path, '--experiment', 'refused', *extra)
+    assert not (tmp_path / 'refused').exists()
+
+
 def test_gpu_decoding_without_cuda_says_it_falls_back_and_device_does_not(shards):
     args = train.parse_args(['--dataset', 'wds/shards', '--data-dir', str(shards), '--decode', 'device', '--no-aug'])
     assert train.loaders.decode_mode(args, torch.device('cpu')) == 'device'
@@ -224,3 +241,20 @@ def test_bench_train_input_trains_with_each_decoder_and_prints_ratios_to_synthet
     assert re.search(r'goal: per-core rate x workers / epoch rate \d+\.\d\d (meets|MISSES) the goal <= 1.2', printed)
     assert result['loader']['workers'] == 1 and result['loader']['per_core'] > 0
     assert [p.name for p in tmp_path.iterdir()] == ['train-input.json']  # the generated data and runs are gone
+
+
+@pytest.mark.parametrize('extra, says', [(['--train-workers', '0'], '--train-workers must be at least 1'),
+                                         (['--decoders', 'gpu'], '--decoders gpu needs a CUDA device')])
+def test_bench_train_input_refuses_a_measurement_that_would_mislead(tmp_path, capsys, extra, says):
+    out = tmp_path / 'train-input.json'
+    assert cli.main(['bench', '--train-input', '--json', str(out), *extra]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+def test_the_loader_measurement_leaves_the_process_its_threads(tmp_path, monkeypatch):
+    from timm_alexnet_split import trainbench
+    shards = trainbench.make_shards(tmp_path, 2, 1, lambda line: None)
+    monkeypatch.setattr(trainbench, 'loader_epoch_rate', lambda *a: float(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    result = trainbench.loader_section(shards, 8, 1, lambda line: None)
+    assert result['epoch_img_s'] == [2.0, 2.0] and torch.get_num_threads() == 2  # the per-core timing ran at one

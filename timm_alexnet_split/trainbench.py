@@ -141,9 +141,13 @@ def loader_section(shards: Path, batch: int, workers: int, say: Callable[[str], 
     from .databench import _run_shards, _time
     info = json.loads((shards / '_info.json').read_text())
     tars = [str(shards / f) for f in info['splits']['train']['filenames']]
-    _run_shards((tars[:1], False))  # warm-up
-    sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
-    per_core = statistics.median(_time(_run_shards, (sample, False)) for _ in range(2))
+    threads = torch.get_num_threads()
+    try:  # _run_shards times one core (one torch thread); what runs after it keeps this process's threads
+        _run_shards((tars[:1], False))  # warm-up
+        sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
+        per_core = statistics.median(_time(_run_shards, (sample, False)) for _ in range(2))
+    finally:
+        torch.set_num_threads(threads)
     epochs = [loader_epoch_rate(shards, batch, workers) for _ in range(2)]
     ratio = per_core * workers / statistics.median(epochs)
     verdict = 'meets' if ratio <= GOAL_LOADER else 'MISSES'
@@ -169,6 +173,12 @@ def main(args: argparse.Namespace, device: torch.device, batch: int, out: Path,
         raise UserError('--train-epochs must be >= 1 and --train-images-per-class >= 2')
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise UserError(f'--data-dir {args.data_dir} is not a folder')
+    if args.train_workers is not None and args.train_workers < 1:
+        raise UserError('--train-workers must be at least 1 (the goal is the workers\' rate; none would meet it '
+                        'with a ratio of 0)')
+    if 'gpu' in (args.decoders or []) and device.type != 'cuda':
+        raise UserError(f'--decoders gpu needs a CUDA device (here {device.type}: train would decode on the CPU '
+                        'under that name); --decoders device runs the same path here')
     cores = cores_available()
     workers = args.train_workers if args.train_workers is not None else max(1, cores - 2)
     decoders = args.decoders or (['cpu', 'gpu'] if device.type == 'cuda' else ['cpu', 'device'])

@@ -165,6 +165,9 @@ def gpu_decode_problems(args: Any) -> List[str]:
                               ('--gaussian-blur-prob', args.gaussian_blur_prob or 0, 0)):
             if val != off:
                 bad.append(f'--decode {args.decode} does not implement {opt} {val} (set it to {off})')
+        if (args.train_interpolation or 'random') not in ('random', 'bilinear'):
+            bad.append(f'--decode {args.decode} resizes bilinear: it does not implement --train-interpolation '
+                       f'{args.train_interpolation} (random picks the model\'s, bilinear)')
     return bad
 
 
@@ -190,6 +193,12 @@ def decode_mode(args: Any, device: torch.device, logger: logging.Logger = _logge
 def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.device, eval_ds: Optional[Any],
                           img_dtype: torch.dtype, logger: logging.Logger = _logger) -> Tuple[Any, Optional[Any]]:
     """``--decode gpu|device``: training (and centre-crop evaluation) batches decoded and cropped on ``device``."""
+    if data_config['interpolation'] != 'bilinear':
+        raise UserError(f'--decode {args.decode} resizes bilinear: the interpolation {data_config["interpolation"]!r} '
+                        'is not implemented there (--interpolation bilinear, or --decode cpu)')
+    if data_config['input_size'][1] != data_config['input_size'][2]:
+        raise UserError(f'--decode {args.decode} crops squares: the input size {tuple(data_config["input_size"][1:])} '
+                        'is not square (or use --decode cpu)')
     world, rank = (args.world_size, args.rank) if args.distributed else (1, 0)
     train_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.train_split), args.batch_size, True,
                              args.workers, args.seed, rank, world)
