@@ -339,15 +339,17 @@ def test_a_measured_run_whose_weights_were_removed_is_reported_from_its_analysis
     assert sweep.run_state(copy) == 'stale'
 
 
-def test_dose_response_reads_each_sweeps_epochs_and_rates(tmp_path, capsys):
-    """scripts/gpu_sweep.sh dose: the same two-tower sweep at several epoch counts, one row per count, in order."""
+@pytest.mark.parametrize('no_change_at', [None, 8])
+def test_dose_response_reads_each_sweeps_epochs_and_rates(tmp_path, capsys, no_change_at):
+    """scripts/gpu_sweep.sh dose: the same two-tower sweep at several epoch counts, one row per count, in order; a
+    sweep whose runs have no conv1 change (no W0) is drawn without that point."""
     ctrl = {2: {'colour': {'mean': 0.01, 'low': 0.0, 'high': 0.05}, 'frequency': None}}
     paths = []
     for epochs, learned in ((16, 3), (4, 0), (8, 1)):
         runs = [_planted_run(1, 0, 99.0, None)]
         runs += [_planted_run(2, s, 99.0 if s < learned else 30.0, 0.1 if s < learned else 0.01, 1) for s in range(3)]
         for r in runs:
-            r['conv1_from_random']['relative_change'] = epochs / 10
+            r['conv1_from_random']['relative_change'] = None if epochs == no_change_at else epochs / 10
         sweep.mark_runs(runs, ctrl, 90.0)
         doc = {'recipe': 'none.yaml', 'train_options': ['--epochs', str(epochs), '--workers', '1'], 'runs': runs,
                'summary': sweep.summarise(runs, [1, 2], ctrl, 0.05)}

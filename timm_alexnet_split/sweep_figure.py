@@ -143,15 +143,19 @@ def plot_dose(rows: Sequence[Dict[str, Any]], path: Path, towers: int) -> None:
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     left.set_xticks(x, [str(e) for e in x])
     left.legend(fontsize=8, loc='lower right')
-    mean = [r['conv1_change_mean'] for r in rows]
-    err = [[max(0.0, m - r['conv1_change_min']) for m, r in zip(mean, rows)],
-           [max(0.0, r['conv1_change_max'] - m) for m, r in zip(mean, rows)]]
-    right.errorbar(x, mean, yerr=err, fmt='o-', color='tab:blue', capsize=3, label='conv1 change ||W - W0|| / ||W0||')
+    changed = [r for r in rows if r['conv1_change_mean'] is not None]  # a sweep without W0 has no change to show
+    mean = [r['conv1_change_mean'] for r in changed]
+    err = [[max(0.0, m - r['conv1_change_min']) for m, r in zip(mean, changed)],
+           [max(0.0, r['conv1_change_max'] - m) for m, r in zip(mean, changed)]]
+    right.errorbar([r['epochs'] for r in changed], mean, yerr=err, fmt='o-', color='tab:blue', capsize=3,
+                   label='conv1 change ||W - W0|| / ||W0||')
     right.set(xscale='log', xlabel='epochs', ylabel='relative change (mean, min-max)', title="conv1's distance from random")
     right.set_xticks(x, [str(e) for e in x])
     right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     twin = right.twinx()
-    twin.plot(x, [r['colour_eta2_mean'] for r in rows], 's--', color='tab:red', label='colour eta squared (mean)')
+    with_eta = [r for r in rows if r['colour_eta2_mean'] is not None]
+    twin.plot([r['epochs'] for r in with_eta], [r['colour_eta2_mean'] for r in with_eta], 's--', color='tab:red',
+              label='colour eta squared (mean)')
     twin.set_ylabel('colour eta squared', color='tab:red')
     right.legend(handles=right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0], fontsize=8,
                  loc='upper left')
