@@ -21,6 +21,7 @@ from timm import utils
 from timm.data.distributed_sampler import OrderedDistributedSampler
 from tqdm import tqdm
 
+from ..atomic import replace_when_done
 from ..errors import UserError
 from .stops import Interrupted, StopRequest, signal_flags, signal_from_flags  # noqa: F401  (loop.StopRequest)
 
@@ -95,6 +96,12 @@ class _EpochMeters:
     t_start: float = field(default_factory=time.perf_counter)
 
 
+def _save_batch_image(input: torch.Tensor, path: Path) -> None:
+    """``--save-images``: the batch as one picture (timm train.py's), written atomically."""
+    with replace_when_done(path, True, 'while training', keep_suffix=True) as tmp:
+        torchvision.utils.save_image(input.float(), tmp, padding=0, normalize=True)
+
+
 def train_one_epoch(epoch: int, loader: Any, step: TrainStep) -> 'OrderedDict[str, float]':
     """One pass over the training data: loss and top-1 of the training batches (as trained on).
 
@@ -129,8 +136,7 @@ def train_one_epoch(epoch: int, loader: Any, step: TrainStep) -> 'OrderedDict[st
         meters.samples += bs * args.world_size
         meters.images += bs * args.world_size
         if args.save_images and step.run_dir is not None and batch_idx % args.log_interval == 0:
-            torchvision.utils.save_image(input.float(), step.run_dir / f'train-batch-{batch_idx}.jpg', padding=0,
-                                         normalize=True)
+            _save_batch_image(input, step.run_dir / f'train-batch-{batch_idx}.jpg')
         if need_update:
             _after_update(meters, step, epoch, batch_idx, update_idx, updates_per_epoch, last_batch, bar)
         _obey_stop(stop, agreed if args.distributed else (stop.signum if stop is not None else None), batch_idx)
