@@ -164,8 +164,8 @@ def conv1_from_random(w: np.ndarray, w0: Optional[np.ndarray] = None, cutoff: fl
     - ``chromatic_lowpass``: the same for each kernel's low-pass part (``measures.low_pass``, the kernel tool's
       lowpass measure; training noise pulls every chromatic fraction toward 2/3; the smooth part shows what was
       learned).
-    - ``low_frequency_share``: each kernel's share of power at <= ``cutoff`` cycles/px, summarised;
-      ``random_baseline`` is white noise's.
+    - ``low_frequency_share``: each kernel's share of power at <= ``cutoff`` cycles/px (on a ``size`` x ``size``
+      zero-padded DFT, the one measure here that ``size`` sets), summarised; ``random_baseline`` is white noise's.
     - with the initial weights ``w0``: ``relative_change`` ||W - W0|| / ||W0|| and ``chromatic_added``,
       the chromatic summary of what training added (W - W0).
     """
