@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -470,6 +471,28 @@ def test_runs_as_a_script_without_torch(tmp_path):
     bad = subprocess.run([sys.executable, str(KERNELS_DIR), str(tmp_path / 'nothere.onnx')], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith(PREFIX) and bad.stderr.count('\n') == 1
+
+
+NO_ONNX = '''
+import importlib.abc, sys
+class _NoOnnx(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == 'onnx' or name.startswith('onnx.'):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)  # as where onnx is not installed
+        return None
+sys.meta_path.insert(0, _NoOnnx())
+'''
+
+
+def test_the_script_without_its_dependencies_says_which_in_one_line(tmp_path):
+    block = tmp_path / 'block'
+    block.mkdir()
+    (block / 'sitecustomize.py').write_text(NO_ONNX)
+    env = {**os.environ, 'PYTHONPATH': str(block)}
+    done = subprocess.run([sys.executable, str(KERNELS_DIR), 'm.onnx'], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(PREFIX) and done.stderr.count('\n') == 1, done.stderr
+    assert 'cannot import onnx' in done.stderr and 'Traceback' not in done.stderr
 
 
 STUB_PARENT = '''

@@ -18,7 +18,13 @@ else:
         _pkg = types.ModuleType('timm_alexnet_split', 'timm_alexnet_split, loaded without its __init__')
         _pkg.__path__ = [str(_here.parent)]
         sys.modules['timm_alexnet_split'] = _pkg
-    main = importlib.import_module('timm_alexnet_split.kernels').main
+    try:
+        main = importlib.import_module('timm_alexnet_split.kernels').main
+    except ImportError as e:  # run with a Python that lacks numpy, onnx or matplotlib
+        print(f'timm-alexnet-split kernels: error: cannot import {e.name or "a dependency"} ({e}); the kernel tool '
+              'needs numpy, onnx, matplotlib and safetensors (pip install them, or use the project\'s .venv)',
+              file=sys.stderr)
+        sys.exit(2)
 
 if __name__ == '__main__':
     sys.exit(main())
