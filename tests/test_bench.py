@@ -118,3 +118,21 @@ def test_naive_split_keeps_lrn_within_its_groups():
     lrn = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
     torch.testing.assert_close(GroupLRN(2)(x), torch.cat([lrn(x[:, :4]), lrn(x[:, 4:])], 1))
     assert naive_split(2, 10)(torch.rand(1, 3, 67, 67)).shape == (1, 10)
+
+
+@pytest.mark.parametrize('extra, says', [
+    (['--device', 'nosuchdev'], '--device nosuchdev: '),
+    (['--batch-size', '0'], '--batch-size and --rounds must be >= 1'),
+    (['--img-size', '10'], '--img-size 10 is too small'),
+])
+def test_impossible_settings_are_one_line_before_any_timing(tmp_path, capsys, extra, says):
+    out = tmp_path / 'b.json'
+    assert main(['bench', '--skip-onnx', '--json', str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count('\n') == 1 and not out.exists()
+
+
+def test_a_json_path_under_a_file_is_one_line_before_any_timing(tmp_path, capsys):
+    (tmp_path / 'file.txt').write_text('mine')
+    assert main(['bench', '--skip-onnx', '--json', str(tmp_path / 'file.txt' / 'b.json')]) == 2
+    assert 'is not a folder' in capsys.readouterr().err and (tmp_path / 'file.txt').read_text() == 'mine'

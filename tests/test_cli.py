@@ -126,3 +126,10 @@ def test_debug_shows_the_kernel_tools_traceback_too(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith('Traceback') and err.rstrip().splitlines()[-1].startswith('timm-alexnet-split kernels: error:')
     assert 'TIMM_ALEXNET_SPLIT_DEBUG' not in __import__('os').environ  # only while the command ran
+
+
+def test_validate_with_a_device_torch_does_not_know_is_one_line(capsys):
+    from timm_alexnet_split.cli import main as cli_main
+    assert cli_main(['validate', '--checkpoint', 'nothere.pth', '--device', 'nosuchdev']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('timm-alexnet-split validate: error: --device nosuchdev: ') and err.count('\n') == 1

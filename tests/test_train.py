@@ -8,6 +8,7 @@ interrupted mid-epoch).
 import csv
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -580,3 +581,32 @@ def test_skip_unreadable_substitutes_for_training_and_drops_for_evaluation(tmp_p
     assert x.shape[0] == 3
     assert collate([None, None])[0].shape == (0, 3, 2, 2)
     assert train.data.skip_counts(log) == (3, 1)  # three failed reads of one file
+
+
+def test_initial_checkpoint_and_pretrained_path_are_read_or_refused_in_one_line(trained_run, data_dir, tmp_path):
+    """--initial-checkpoint loads the weights as timm's checkpoint_path would (the run starts from them); a text
+    file, a truncated file or another model's weights, as the checkpoint or as --pretrained-path, is one short line
+    before any run folder; --pretrained-path without --pretrained is refused, not ignored."""
+    from timm_alexnet_split.checkpoint import load_checkpoint_file
+    best = load_checkpoint_file(trained_run / 'last.pth.tar')[0]
+    model = train.devices.create_train_model(train.parse_args(['--data-dir', str(data_dir), *RUN_OPTS,
+                                                               '--num-classes', '3', '--initial-checkpoint',
+                                                               str(trained_run / 'last.pth.tar')]),
+                                             torch.device('cpu'))
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    text = tmp_path / 'text.safetensors'
+    text.write_text('not weights')
+    cut = tmp_path / 'cut.pth.tar'
+    cut.write_bytes((trained_run / 'last.pth.tar').read_bytes()[:5000])
+    cases = [(['--initial-checkpoint', text], 'not a readable safetensors file'),
+             (['--initial-checkpoint', cut], 'not a readable PyTorch checkpoint'),
+             (['--initial-checkpoint', trained_run / 'last.pth.tar', '--model-kwargs', 'fc_width=32'],
+              'does not fit alexnet_split_2'),
+             (['--pretrained', '--pretrained-path', text], 'not a readable safetensors file'),
+             (['--pretrained-path', trained_run / 'last.pth.tar'], 'is read only with --pretrained')]
+    for extra, says in cases:
+        with pytest.raises(UserError, match=re.escape(says)) as e:
+            run_train('--data-dir', data_dir, *RUN_OPTS, '--epochs', 1, '--output', tmp_path, '--experiment', 'x',
+                      *extra)
+        assert '\n' not in str(e.value) and len(str(e.value)) < 400, str(e.value)
+    assert not (tmp_path / 'x').exists()

@@ -176,18 +176,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Tuple[torch.device, int, Path]:
     """(device, batch size, output path) from the options; UserError for impossible ones."""
+    from .atomic import check_writable
     from .errors import UserError
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError('--device cuda asked for, but CUDA is not available here')
-    batch = args.batch_size or (256 if device.type == 'cuda' else 32)
+    from .model import MIN_INPUT_SIZE
+    from .train.devices import named_device
+    device = named_device(args.device)
+    batch = args.batch_size if args.batch_size is not None else (256 if device.type == 'cuda' else 32)
     if batch < 1 or args.rounds < 1 or args.warmup < 0:
         raise UserError('--batch-size and --rounds must be >= 1, --warmup >= 0')
+    if args.img_size < MIN_INPUT_SIZE:
+        raise UserError(f'--img-size {args.img_size} is too small: the split AlexNet needs at least {MIN_INPUT_SIZE}')
     out = Path(args.json or f'runs/bench/bench-{datetime.now().strftime("%Y%m%d-%H%M%S")}.json')
-    if out.exists():
-        raise UserError(f'{out} exists; choose another --json path')
-    if args.profile and Path(args.profile).exists():
-        raise UserError(f'{args.profile} exists; choose another --profile path')
+    for path, option in ((out, '--json'), (Path(args.profile) if args.profile else None, '--profile')):
+        if path is not None and path.exists():
+            raise UserError(f'{path} exists; choose another {option} path')
+        if path is not None:
+            check_writable(path, make_folder=True)  # an unwritable place: one line now, not after the timing
     return device, batch, out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import timm
@@ -11,6 +12,7 @@ import torch
 import torch.nn as nn
 from timm import utils
 
+from ..checkpoint import load_checkpoint_file, load_into, read_checkpoint
 from ..errors import UserError, one_line
 from ..model import AlexNetSplit
 from ..parallel import is_device_count, place_towers, process_devices
@@ -71,6 +73,18 @@ def model_parallel_kind(args: argparse.Namespace) -> None:
         raise UserError(f'--device {args.device} and --model-parallel {" ".join(spec)} disagree: leave --device out')
 
 
+def named_device(name: Optional[str]) -> torch.device:
+    """``--device NAME`` as a torch.device (None: cuda where there is one, else cpu); UserError, one line, for a name
+    torch does not know or a CUDA device this machine lacks."""
+    try:
+        device = torch.device(name or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f'--device {name}: {one_line(e)}') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'--device {name}: no CUDA device here')
+    return device
+
+
 def init_device(args: argparse.Namespace) -> torch.device:
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -104,18 +118,23 @@ def create_train_model(args: argparse.Namespace, device: torch.device, dtype: Op
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     factory: Dict[str, Any] = {}
     if args.pretrained_path:
+        if not args.pretrained:
+            raise UserError(f'--pretrained-path {args.pretrained_path} is read only with --pretrained: add it')
+        read_checkpoint(Path(args.pretrained_path))  # unreadable, truncated, not weights: one line, before timm reads it
         factory['pretrained_cfg_overlay'] = dict(file=args.pretrained_path, num_classes=-1)
+    initial = load_checkpoint_file(Path(args.initial_checkpoint))[0] if args.initial_checkpoint else None
     try:
         model = timm.create_model(
             args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes,
-            drop_rate=args.drop, global_pool=args.gp, checkpoint_path=args.initial_checkpoint or None,
-            **factory, **args.model_kwargs)
+            drop_rate=args.drop, global_pool=args.gp, **factory, **args.model_kwargs)
     except (RuntimeError, TypeError, ValueError, KeyError, FileNotFoundError, OSError) as e:
         msg = one_line(e, None)
         if not timm.is_model(args.model):
             close = difflib.get_close_matches(args.model, timm.list_models(), n=1)
             raise UserError(f'unknown model {args.model!r}' + (f' (did you mean {close[0]}?)' if close else '')) from None
         raise UserError(f'cannot create {args.model} with these options: {msg}') from None
+    if initial is not None:  # as timm's checkpoint_path would (EMA weights first, strict), its errors in one line
+        load_into(model, initial, args.model, f'--initial-checkpoint {args.initial_checkpoint}')
     if args.head_init_scale is not None:
         with torch.no_grad():
             model.get_classifier().weight.mul_(args.head_init_scale)

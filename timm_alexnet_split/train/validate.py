@@ -21,6 +21,7 @@ from ..data.splits import find_split
 from ..errors import UserError, one_line
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
 from .data import UNREADABLE, SkipUnreadable, align_classes, create_split_dataset, is_folder_like, is_image_folder, skip_counts
+from .devices import named_device
 from .loaders import eval_loader
 from .logs import quiet_timm_skips
 from .loop import evaluate
@@ -31,9 +32,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_validate_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1 or args.workers < 0:
         raise UserError('--batch-size must be >= 1 and --workers >= 0')
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f'--device {args.device}: no CUDA device here')
+    device = named_device(args.device)
     ckpt, model, model_name = _load_model(args, device)
     data_config = _data_config(args, model, ckpt.info)
     ds = _dataset(args, data_config, ckpt.info.class_names)
