@@ -516,3 +516,11 @@ def test_loads_under_a_stub_parent_package_without_torch(tmp_path):
                           env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert 'tower 1 colour-specific' in done.stdout and (tmp_path / 'r' / 'latent.png').is_file()
+
+
+def test_a_pytorch_checkpoint_is_one_line_saying_what_to_give_instead(tmp_path, capsys):
+    ckpt = tmp_path / 'model_best.pth.tar'
+    ckpt.write_bytes(b'PK\x03\x04 a zip as torch.save writes it')
+    assert K.main([str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert 'is a PyTorch checkpoint' in err and 'export --checkpoint' in err and err.count('\n') == 1

@@ -242,7 +242,8 @@ def pca_stats_main(argv: List[str]) -> int:
 
     root, out = Path(args.data_dir), Path(args.output)
     if not root.is_dir():
-        raise UserError(f'data folder {root} not found; give the folder holding the training images')
+        what = 'is a file, not a folder' if root.exists() else 'not found'
+        raise UserError(f'data folder {root} {what}; give the folder holding the training images')
     if out.exists() and not args.force:
         raise UserError(f'{out} exists; choose another -o or add --force to overwrite it')
     if args.max_images is not None and args.max_images < 1:

@@ -284,6 +284,9 @@ def read_run_first_layer(run_dir: Path) -> FirstLayer:
     return layer
 
 
+PYTORCH_SUFFIXES = ('.pth', '.pt', '.pth.tar', '.ckpt', '.bin')
+
+
 def read_first_layer(path: Path, groups: Optional[int] = None) -> FirstLayer:
     """conv1's kernels per tower from an .onnx or .safetensors file or a run folder; ``groups`` re-splits them."""
     path = Path(path)
@@ -291,6 +294,10 @@ def read_first_layer(path: Path, groups: Optional[int] = None) -> FirstLayer:
         layer = read_run_first_layer(path)
     elif path.suffix.lower() == '.safetensors':
         layer = read_safetensors_first_layer(path)
+    elif path.name.lower().endswith(PYTORCH_SUFFIXES) and path.is_file():
+        raise KernelsError(f'{path} is a PyTorch checkpoint, which the kernel tool (torch-free) does not read: give its '
+                           'run folder, a .safetensors file, or an export (timm-alexnet-split export --checkpoint '
+                           f'{path})')
     else:
         layer = read_onnx_first_layer(path)
     if groups is not None:

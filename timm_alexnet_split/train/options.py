@@ -491,6 +491,10 @@ def _check_counts(args: argparse.Namespace) -> None:
                      ('val_interval', 1), ('log_interval', 1), ('workers', 0)):
         if getattr(args, name) < lo:
             raise UserError(f'--{name.replace("_", "-")} must be >= {lo}, got {getattr(args, name)}')
+    if args.validation_batch_size is not None and args.validation_batch_size < 1:
+        raise UserError(f'--validation-batch-size must be >= 1, got {args.validation_batch_size}')
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UserError(f'--crop-pct must be in (0, 1], got {args.crop_pct}')
     if args.plateau_patience is not None and args.plateau_patience < 1:
         raise UserError(f'--plateau-patience must be >= 1, got {args.plateau_patience}')
     if args.plateau_max_decays is not None and args.plateau_max_decays < 0:
