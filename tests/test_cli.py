@@ -135,11 +135,11 @@ def test_validate_with_a_device_torch_does_not_know_is_one_line(capsys):
     assert err.startswith('timm-alexnet-split validate: error: --device nosuchdev: ') and err.count('\n') == 1
 
 
-def test_a_crop_pct_outside_0_to_1_and_a_validation_batch_of_0_are_refused(capsys, tmp_path):
+def test_a_crop_pct_not_above_0_and_a_validation_batch_of_0_are_refused(capsys, tmp_path):
     from timm_alexnet_split.cli import main as cli_main
-    for argv, says in ((['train', '--demo-data', '--crop-pct', '0'], '--crop-pct must be in (0, 1], got 0.0'),
+    for argv, says in ((['train', '--demo-data', '--crop-pct', '0'], '--crop-pct must be > 0, got 0.0'),
                        (['train', '--demo-data', '-vb', '0'], '--validation-batch-size must be >= 1, got 0'),
-                       (['validate', '--checkpoint', 'x.pth', '--crop-pct', '-1'], '--crop-pct must be in (0, 1]')):
+                       (['validate', '--checkpoint', 'x.pth', '--crop-pct', '-1'], '--crop-pct must be > 0')):
         assert cli_main([*argv, '--output', str(tmp_path)] if argv[0] == 'train' else argv) == 2, argv
         assert says in capsys.readouterr().err, argv
     assert list(tmp_path.iterdir()) == []

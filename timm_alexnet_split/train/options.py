@@ -493,8 +493,8 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise UserError(f'--{name.replace("_", "-")} must be >= {lo}, got {getattr(args, name)}')
     if args.validation_batch_size is not None and args.validation_batch_size < 1:
         raise UserError(f'--validation-batch-size must be >= 1, got {args.validation_batch_size}')
-    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
-        raise UserError(f'--crop-pct must be in (0, 1], got {args.crop_pct}')
+    if args.crop_pct is not None and not args.crop_pct > 0:
+        raise UserError(f'--crop-pct must be > 0, got {args.crop_pct}')
     if args.plateau_patience is not None and args.plateau_patience < 1:
         raise UserError(f'--plateau-patience must be >= 1, got {args.plateau_patience}')
     if args.plateau_max_decays is not None and args.plateau_max_decays < 0:
