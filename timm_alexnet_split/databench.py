@@ -9,13 +9,14 @@ training images/s (bf16, channels_last, batch 256).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -70,26 +71,38 @@ def _full_decode(data: bytes):
     return Image.open(io.BytesIO(data)).convert('RGB')
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread while a per-core pipeline is timed; the caller's thread count afterwards (the timing runs
+    in the main process too, before what else a benchmark measures there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _run_files(args: Tuple[List[str], bool]) -> int:
     files, draft = args
-    torch.set_num_threads(1)
-    tf = _transform(draft)
-    for f in files:
-        with open(f, 'rb') as fh:
-            tf(fh.read())
+    with _one_thread():
+        tf = _transform(draft)
+        for f in files:
+            with open(f, 'rb') as fh:
+                tf(fh.read())
     return len(files)
 
 
 def _run_shards(args: Tuple[List[str], bool]) -> int:
     from .data.shards import read_shard
     files, _ = args
-    torch.set_num_threads(1)
-    tf = _transform(False)
     n = 0
-    for f in files:
-        for s in read_shard(Path(f)):
-            tf(s['jpg'])
-            n += 1
+    with _one_thread():
+        tf = _transform(False)
+        for f in files:
+            for s in read_shard(Path(f)):
+                tf(s['jpg'])
+                n += 1
     return n
 
 

@@ -141,13 +141,9 @@ def loader_section(shards: Path, batch: int, workers: int, say: Callable[[str], 
     from .databench import _run_shards, _time
     info = json.loads((shards / '_info.json').read_text())
     tars = [str(shards / f) for f in info['splits']['train']['filenames']]
-    threads = torch.get_num_threads()
-    try:  # _run_shards times one core (one torch thread); what runs after it keeps this process's threads
-        _run_shards((tars[:1], False))  # warm-up
-        sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
-        per_core = statistics.median(_time(_run_shards, (sample, False)) for _ in range(2))
-    finally:
-        torch.set_num_threads(threads)
+    _run_shards((tars[:1], False))  # warm-up
+    sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
+    per_core = statistics.median(_time(_run_shards, (sample, False)) for _ in range(2))
     epochs = [loader_epoch_rate(shards, batch, workers) for _ in range(2)]
     ratio = per_core * workers / statistics.median(epochs)
     verdict = 'meets' if ratio <= GOAL_LOADER else 'MISSES'
