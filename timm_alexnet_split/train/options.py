@@ -493,12 +493,17 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise UserError(f'--{name.replace("_", "-")} must be >= {lo}, got {getattr(args, name)}')
     if args.validation_batch_size is not None and args.validation_batch_size < 1:
         raise UserError(f'--validation-batch-size must be >= 1, got {args.validation_batch_size}')
-    if args.crop_pct is not None and not args.crop_pct > 0:
-        raise UserError(f'--crop-pct must be > 0, got {args.crop_pct}')
+    check_crop_pct(args.crop_pct)
     if args.plateau_patience is not None and args.plateau_patience < 1:
         raise UserError(f'--plateau-patience must be >= 1, got {args.plateau_patience}')
     if args.plateau_max_decays is not None and args.plateau_max_decays < 0:
         raise UserError(f'--plateau-max-decays must be >= 0, got {args.plateau_max_decays}')
+
+
+def check_crop_pct(crop_pct: Optional[float]) -> None:
+    """--crop-pct, for train and validate: None (the model's) or above 0; 0 would silently mean the default."""
+    if crop_pct is not None and not crop_pct > 0:
+        raise UserError(f'--crop-pct must be > 0, got {crop_pct}')
 
 
 def args_dict(args: argparse.Namespace) -> Dict[str, Any]:

@@ -25,6 +25,7 @@ from .devices import named_device
 from .loaders import eval_loader
 from .logs import quiet_timm_skips
 from .loop import evaluate
+from .options import check_crop_pct
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -32,8 +33,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_validate_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.batch_size < 1 or args.workers < 0:
         raise UserError('--batch-size must be >= 1 and --workers >= 0')
-    if args.crop_pct is not None and not args.crop_pct > 0:
-        raise UserError(f'--crop-pct must be > 0, got {args.crop_pct}')
+    check_crop_pct(args.crop_pct)
     device = named_device(args.device)
     ckpt, model, model_name = _load_model(args, device)
     data_config = _data_config(args, model, ckpt.info)
