@@ -13,14 +13,15 @@ import torch
 import torchvision.transforms.functional as TF
 from timm.data import create_loader
 from timm.data.distributed_sampler import OrderedDistributedSampler
-from timm.data.loader import fast_collate
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
 from torchvision import transforms
 
+from ..data.collate import CollateUint8
 from ..data.decode import DraftDecode, device_loader, draft_bytes, draft_target, use_draft
-from ..data.shard_reader import ShardBytes, check_split, dropped_note, wds_train_loader
+from ..data.shard_reader import ShardBytes, ShardSamples, check_split, dropped_note, wds_train_loader
 from ..errors import UserError
 from .data import SkipNoneCollate, SkipUnreadable
+from .worker_seeds import persist_workers
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 
@@ -222,6 +223,17 @@ def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.
     return loader_train, loader_eval
 
 
+def keeps_workers(args: argparse.Namespace, train_ds: Any) -> bool:
+    """Whether the training loader's workers persist across epochs, seeded per epoch (worker_seeds.py): with
+    workers, timm's 'all' or 'part' worker seeding, and a dataset whose sample order the workers' seeds do not
+    decide (map-style datasets; our shards' reader). Others keep fresh workers each epoch."""
+    if args.workers < 1 or args.use_multi_epochs_loader or args.worker_seeding not in ('all', 'part'):
+        return False
+    if isinstance(train_ds, torch.utils.data.IterableDataset):
+        return isinstance(getattr(train_ds, 'reader', None), ShardSamples)
+    return True
+
+
 def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device: torch.device, train_ds: Any,
                   eval_ds: Optional[Any], img_dtype: torch.dtype) -> Tuple[Any, Optional[Any]]:
     """timm's create_loader for training (and centre-crop evaluation); a ten-crop loader when asked.
@@ -240,12 +252,14 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         train_ds, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
         no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
         train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
-        color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+        color_jitter=args.color_jitter or None,  # 0: no ColorJitter of zeros (a no-op that cost ~4% of a worker)
+        color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
         auto_augment=args.aa, num_aug_repeats=int(args.aug_repeats), interpolation=train_interpolation,
         num_workers=args.workers, worker_seeding=args.worker_seeding,
         use_multi_epochs_loader=args.use_multi_epochs_loader,
-        persistent_workers=False,  # fresh workers each epoch, seeded from the saved RNG: exact resume
+        collate_fn=CollateUint8(args.channels_last) if args.prefetcher else None,
+        persistent_workers=keeps_workers(args, train_ds),  # seeded per epoch (worker_seeds.py): exact resume
         **common)
     if args.paper_crop and not args.no_aug:
         interp = data_config['interpolation'] if train_interpolation == 'random' else train_interpolation
@@ -254,21 +268,24 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         use_draft(loader_train, draft_target(data_config))
     if isinstance(train_ds, torch.utils.data.IterableDataset):
         loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
+    if keeps_workers(args, train_ds):
+        loader_train = persist_workers(loader_train, _torch_loader(loader_train), args.worker_seeding)
     loader_eval = None
     if eval_ds is not None:
         loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size, args.workers,
                                   device, ten_crop=args.ten_crop, prefetcher=args.prefetcher,
                                   distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype,
-                                  draft=decode == 'draft')
+                                  draft=decode == 'draft', channels_last=args.channels_last)
     return loader_train, loader_eval
 
 
 def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
                 ten_crop: bool = False, prefetcher: bool = True, distributed: bool = False, pin_memory: bool = False,
-                img_dtype: torch.dtype = torch.float32, draft: bool = False) -> Any:
+                img_dtype: torch.dtype = torch.float32, draft: bool = False, channels_last: bool = False) -> Any:
     """Evaluation batches: timm's centre-crop loader, or (B, 10, C, H, W) uint8 ten-crop batches that
     ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped.
-    ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode)."""
+    ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode). ``channels_last``: centre-crop batches
+    made NHWC in the workers (collate.py)."""
     c, h, w = data_config['input_size']
     if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
         ds = ds.dataset  # no random access to skip by: timm's wds reader skips unreadable samples itself
@@ -284,7 +301,7 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
                                            num_workers=workers, pin_memory=pin_memory, drop_last=False,
                                            collate_fn=collate)
-    collate = SkipNoneCollate(fast_collate, (c, h, w)) if prefetcher else \
+    collate = SkipNoneCollate(CollateUint8(channels_last), (c, h, w)) if prefetcher else \
         SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
     loader = create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
                            interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],

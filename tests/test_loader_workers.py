@@ -1,0 +1,179 @@
+"""The training loader's workers. Persistent ones: the same processes every epoch, the batches fresh workers
+gave, the same batches after a resume (train/worker_seeds.py). Their batch, made in shared memory
+(data/collate.py); no no-op colour jitter in their transform."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from timm.data.loader import fast_collate
+from trainhelp import make_folder
+
+from timm_alexnet_split import cli, train
+from timm_alexnet_split.data.collate import collate_uint8
+from timm_alexnet_split.train import loaders
+
+CFG = {'input_size': (3, 32, 32), 'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': (0.5,) * 3,
+       'std': (0.25,) * 3}
+AUG = ['--paper-crop', '--color-jitter', '0.3', '--hflip', '0.5', '--reprob', '0', '-b', '4', '--workers', '2',
+       '--device', 'cpu', '--seed', '1']
+
+
+@pytest.fixture(scope='module')
+def folder(module_tmp):
+    return make_folder(module_tmp / 'images', {'train': 4, 'validation': 1}, size=(40, 36))
+
+
+@pytest.fixture(scope='module')
+def shards(folder, module_tmp):
+    out = module_tmp / 'shards'
+    assert cli.main(['prepare-shards', str(folder), str(out), '--size', '36', '--shard-size', '3',
+                     '--workers', '1']) == 0
+    return out
+
+
+def _loader(argv, persistent, monkeypatch):
+    monkeypatch.setattr(loaders, 'keeps_workers', lambda args, ds: persistent and args.workers > 0)
+    args = train.parse_args(argv)
+    args.distributed, args.world_size, args.rank, args.prefetcher = False, 1, 0, True
+    train_ds, _, _ = train.data.build_datasets(args)
+    loader, _ = loaders.build_loaders(args, CFG, torch.device('cpu'), train_ds, None, torch.float32)
+    return loader
+
+
+def _epochs(loader, epochs, seed=7):
+    """Every batch of ``epochs`` epochs, the default generator seeded first (as a run's --seed does)."""
+    torch.manual_seed(seed)
+    out = []
+    for epoch in epochs:
+        _set_epoch(loader, epoch)
+        out.append([(x.clone(), y.clone()) for x, y in loader])
+    return out
+
+
+def _set_epoch(loader, epoch):
+    if hasattr(loader.sampler, 'set_epoch'):  # shards (a map-style set's sampler draws from the default generator)
+        loader.sampler.set_epoch(epoch)
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+@pytest.mark.parametrize('source', ['folder', 'shards'])
+def test_persistent_workers_give_the_batches_fresh_workers_gave(source, folder, shards, monkeypatch):
+    data = ['--data-dir', str(folder)] if source == 'folder' else ['--dataset', 'wds/s', '--data-dir', str(shards),
+                                                                  '--val-split', '']
+    fresh = _loader([*data, *AUG], False, monkeypatch)
+    kept = _loader([*data, *AUG], True, monkeypatch)
+    assert not loaders._torch_loader(fresh).persistent_workers and loaders._torch_loader(kept).persistent_workers
+    try:
+        a, b = _epochs(fresh, range(3)), _epochs(kept, range(3))
+        assert all(_same(x, y) for x, y in zip(a, b))
+        assert not _same(b[0], b[1])  # and the epochs differ: crops, flips and jitter are drawn anew
+    finally:
+        loaders.shut_down_workers(kept)
+
+
+def test_a_resumed_epoch_gets_the_continued_runs_batches(folder, monkeypatch):
+    argv = ['--data-dir', str(folder), *AUG]
+    run = _loader(argv, True, monkeypatch)
+    resumed = _loader(argv, True, monkeypatch)
+    try:
+        torch.manual_seed(7)
+        list(run)
+        state = torch.get_rng_state()  # what a checkpoint after epoch 0 saves
+        continued = [(x.clone(), y.clone()) for x, y in run]
+        torch.set_rng_state(state)
+        assert _same([(x.clone(), y.clone()) for x, y in resumed], continued)
+    finally:
+        loaders.shut_down_workers(run, resumed)
+
+
+class _Pids(torch.utils.data.Dataset):
+    transform = None
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return self.transform(os.getpid())
+
+
+def test_the_workers_persist_across_epochs_and_end_with_the_run():
+    from timm_alexnet_split.train.worker_seeds import persist_workers
+    dl = torch.utils.data.DataLoader(_Pids(), batch_size=4, num_workers=2, persistent_workers=True)
+    loader = persist_workers(dl, dl, 'all')
+    pids = [sorted(set(torch.cat(list(loader)).tolist())) for _ in range(3)]
+    assert pids[0] == pids[1] == pids[2] and os.getpid() not in pids[0] and len(pids[0]) == 2
+    loaders.shut_down_workers(loader)
+    assert dl._iterator is None
+
+
+def test_keeps_workers_only_where_the_order_is_not_the_workers_seed(folder, shards):
+    def ds_for(*argv):
+        args = train.parse_args([*argv, '--workers', '2'])
+        args.distributed, args.world_size, args.rank = False, 1, 0
+        return args, train.data.build_datasets(args)[0]
+    args, ds = ds_for('--data-dir', str(folder))
+    assert loaders.keeps_workers(args, ds)
+    args.worker_seeding = 'custom'
+    assert not loaders.keeps_workers(args, ds)
+    args, ds = ds_for('--dataset', 'wds/s', '--data-dir', str(shards), '--val-split', '')
+    assert loaders.keeps_workers(args, ds)
+    args.workers = 0
+    assert not loaders.keeps_workers(args, ds)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the worker's batch
+# ---------------------------------------------------------------------------------------------------------------------
+def _items(kind):
+    rng = np.random.default_rng(0)
+    hwc = [rng.integers(0, 256, (9, 7, 3), dtype=np.uint8) for _ in range(5)]
+    if kind == 'tensor':  # torchvision's pil_to_tensor: a CHW view of HWC pixels
+        return [(torch.from_numpy(a).permute(2, 0, 1), i) for i, a in enumerate(hwc)]
+    return [(np.rollaxis(a, 2), float(i)) for i, a in enumerate(hwc)]  # timm's ToNumpy
+
+
+@pytest.mark.parametrize('kind', ['tensor', 'array'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_collate_uint8_is_timms_fast_collate(kind, channels_last):
+    items = _items(kind)
+    want_x, want_y = fast_collate(items)
+    x, y = collate_uint8(items, channels_last)
+    assert torch.equal(x, want_x) and torch.equal(y, want_y) and y.dtype == torch.long
+    assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if kind == 'tensor':  # not all uint8: timm's own (which casts)
+        mixed = items[:2] + [(torch.full((3, 9, 7), 2.0), 0)]
+        assert torch.equal(collate_uint8(mixed)[0], fast_collate(mixed)[0])
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return _items('tensor')[i]
+
+
+def _where_made(batch):
+    x, _ = collate_uint8(batch)
+    return x, torch.tensor(x.is_shared())
+
+
+def test_a_workers_batch_is_made_in_shared_memory():
+    """Made there, the batch crosses to the main process without a copy (a batch in ordinary memory is copied)."""
+    dl = torch.utils.data.DataLoader(_Images(), batch_size=4, num_workers=1, collate_fn=_where_made)
+    x, shared_in_worker = next(iter(dl))
+    assert shared_in_worker.item() and torch.equal(x, fast_collate([_items('tensor')[i] for i in range(4)])[0])
+    assert not collate_uint8(_items('tensor'))[0].is_shared()  # in the main process: ordinary memory
+
+
+@pytest.mark.parametrize('jitter, has_jitter', [('0', False), ('0.3', True)])
+def test_colour_jitter_0_puts_no_jitter_in_the_workers_transform(folder, jitter, has_jitter, monkeypatch):
+    """--color-jitter 0 (every recipe's) was a ColorJitter of zeros: nothing changed, ~4% of a worker's time."""
+    argv = ['--data-dir', str(folder), *AUG, '--color-jitter', jitter]
+    loader = _loader(argv, False, monkeypatch)
+    names = [type(t).__name__ for t in loader.dataset.transform.transforms]
+    assert ('ColorJitter' in names) == has_jitter and 'PaperCrop' in names
