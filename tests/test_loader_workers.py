@@ -2,6 +2,7 @@
 gave, the same batches after a resume (train/worker_seeds.py). Their batch, made in shared memory
 (data/collate.py); no no-op colour jitter in their transform."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +178,41 @@ def test_colour_jitter_0_puts_no_jitter_in_the_workers_transform(folder, jitter,
     loader = _loader(argv, False, monkeypatch)
     names = [type(t).__name__ for t in loader.dataset.transform.transforms]
     assert ('ColorJitter' in names) == has_jitter and 'PaperCrop' in names
+
+
+class _Slow:
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        time.sleep(0.02)
+        return self.transform(img)
+
+
+def test_an_epoch_left_unfinished_leaves_the_next_one_as_fresh_workers_give_it(folder, monkeypatch):
+    """Samples still queued in the workers from an epoch given up would take the next epoch's seed."""
+    argv = ['--data-dir', str(folder), *AUG, '-b', '2']
+    fresh, kept = _loader(argv, False, monkeypatch), _loader(argv, True, monkeypatch)
+    for loader in (fresh, kept):  # slow samples: some still queued when the epoch is given up
+        ds = loaders._torch_loader(loader).dataset
+        ds.transform = _Slow(ds.transform)
+    try:
+        runs = []
+        for loader in (fresh, kept):
+            torch.manual_seed(5)
+            next(iter(loader))  # one batch of epoch 0, the rest left in the workers' queues
+            runs.append([(x.clone(), y.clone()) for x, y in loader])
+        assert _same(*runs)
+    finally:
+        loaders.shut_down_workers(kept)
+
+
+def test_synthetic_input_ends_the_workers_once_it_has_its_batch(folder, monkeypatch):
+    kept = _loader(['--data-dir', str(folder), *AUG], True, monkeypatch)
+    first = loaders.FirstBatchAgain(kept, torch.device('cpu'))
+    assert len(list(first)) == len(kept) and loaders._torch_loader(kept)._iterator is None
+
+
+def test_collate_uint8_drops_further_fields_as_timm_does():
+    items = [(im, t, 'feature') for im, t in _items('tensor')]
+    assert all(torch.equal(a, b) for a, b in zip(collate_uint8(items), fast_collate(items)))

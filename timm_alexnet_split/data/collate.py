@@ -42,7 +42,7 @@ def _fast_case(batch: List[Tuple[Any, Any]]) -> bool:
     first = batch[0][0] if batch and isinstance(batch[0], tuple) else None
     if not isinstance(first, (torch.Tensor, np.ndarray)) or first.ndim != 3:
         return False
-    return all(_is_uint8(im) and tuple(im.shape) == tuple(first.shape) for im, _ in batch)
+    return all(len(item) >= 2 and _is_uint8(item[0]) and tuple(item[0].shape) == tuple(first.shape) for item in batch)
 
 
 def _is_uint8(image: Any) -> bool:
@@ -52,16 +52,16 @@ def _is_uint8(image: Any) -> bool:
 
 
 def collate_uint8(batch: List[Tuple[Any, Any]], channels_last: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images (B, C, H, W), targets) from (image, target) items, as timm's fast_collate makes them."""
+    """(uint8 images (B, C, H, W), targets) from (image, target, ...) items, as timm's fast_collate makes them."""
     if not _fast_case(batch):
         return fast_collate(batch)
-    targets = torch.utils.data.default_collate([t for _, t in batch])
+    targets = torch.utils.data.default_collate([item[1] for item in batch])  # further fields dropped, as timm's
     if targets.ndim == 1:
         targets = targets.long()
     out = _empty_batch((len(batch), *batch[0][0].shape), channels_last)
     dest = out.permute(0, 2, 3, 1).numpy() if channels_last else out.numpy()
-    for i, (image, _) in enumerate(batch):
-        src = _as_array(image)
+    for i, item in enumerate(batch):
+        src = _as_array(item[0])
         np.copyto(dest[i], src.transpose(1, 2, 0) if channels_last else src)
     return out, targets
 

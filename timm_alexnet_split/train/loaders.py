@@ -330,6 +330,7 @@ class FirstBatchAgain:
         if self._batch is None:
             x, y = next(iter(self.loader))
             self._batch = (x.to(self.device), y.to(self.device))
+            shut_down_workers(self.loader)  # the only batch it takes: persistent workers would idle all run
         for _ in range(len(self)):
             yield self._batch
 

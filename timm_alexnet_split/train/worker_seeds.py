@@ -15,7 +15,9 @@ fresh workers give (tests compare them), and the same after a resume.
 
 Invariant: only datasets whose samples' order does not depend on the worker's seed get persistent workers (map-
 style datasets, whose order the main process's sampler draws; our shards' reader, whose order is its own seed's and
-the shared epoch's); others (timm's wds reader of foreign shards, tfds, hfds) keep fresh workers.
+the shared epoch's); others (timm's wds reader of foreign shards, tfds, hfids) keep fresh workers. In a persistent
+worker ``get_worker_info().seed`` stays the first epoch's (from a private generator, the same for every --seed):
+nothing here or in timm's transforms reads it.
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ class EpochSeeds:
     def apply(self) -> None:
         """In a loader worker, before each sample: seed this worker for the epoch once, as a fresh one is seeded."""
         info = torch.utils.data.get_worker_info()
-        if info is None or self._applied == self._count.value:
+        count = int(self._count.value)
+        if info is None or self._applied == count:
             return
         base = int(self._base.value)
         seed = base + info.id
@@ -58,7 +61,7 @@ class EpochSeeds:
             np.random.seed(seed % (2 ** 32 - 1))
         else:  # 'part': NumPy as PyTorch's worker loop seeds it
             np.random.seed(_generate_state(base, info.id))
-        self._applied = int(self._count.value)
+        self._applied = count
 
 
 class SeededTransform:
@@ -76,21 +79,35 @@ class SeededTransform:
 
 
 class SeededEpochs:
-    """A training loader (timm's PrefetchLoader, or our wrapper around one) whose every ``iter()`` first draws the
-    epoch's base seed; everything else is the wrapped loader's."""
+    """A training loader (timm's PrefetchLoader, or our wrapper around one) whose every epoch first draws its base
+    seed; everything else is the wrapped loader's.
 
-    def __init__(self, loader: Any, seeds: EpochSeeds) -> None:
-        self.loader, self.seeds = loader, seeds
+    An epoch left unfinished would leave samples queued in the workers, transformed after the next draw under
+    the next epoch's seed: its workers are ended before the next epoch (which then starts fresh ones)."""
+
+    def __init__(self, loader: Any, torch_loader: torch.utils.data.DataLoader, seeds: EpochSeeds) -> None:
+        self.loader, self.torch_loader, self.seeds = loader, torch_loader, seeds
+        self._unfinished = False
 
     def __iter__(self) -> Iterator:
+        if self._unfinished:
+            self._end_workers()
         self.seeds.draw()
-        return iter(self.loader)
+        self._unfinished = True
+        yield from self.loader
+        self._unfinished = False
+
+    def _end_workers(self) -> None:
+        iterator = getattr(self.torch_loader, '_iterator', None)
+        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
+            iterator._shutdown_workers()
+            self.torch_loader._iterator = None
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ('loader', 'seeds'):
+        if name in ('loader', 'torch_loader', 'seeds', '_unfinished'):
             raise AttributeError(name)
         return getattr(self.loader, name)
 
@@ -101,4 +118,4 @@ def persist_workers(loader: Any, torch_loader: torch.utils.data.DataLoader, work
     dataset = torch_loader.dataset
     dataset.transform = SeededTransform(dataset.transform, seeds)
     torch_loader.generator = torch.Generator().manual_seed(0)  # its one-time draw leaves the default generator be
-    return SeededEpochs(loader, seeds)
+    return SeededEpochs(loader, torch_loader, seeds)
