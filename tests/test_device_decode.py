@@ -238,8 +238,12 @@ def test_bench_train_input_trains_with_each_decoder_and_prints_ratios_to_synthet
         assert all(math.isfinite(v) for v in r['loss']), name
     assert set(result['input']['ratios']) == {'cpu', 'device'}
     assert re.search(r'goal: shards \+ (cpu|device) decoding \d+\.\d\dx the synthetic-input rate (meets|MISSES)', printed)
-    assert re.search(r'goal: per-core rate x workers / epoch rate \d+\.\d\d (meets|MISSES) the goal <= 1.2', printed)
-    assert result['loader']['workers'] == 1 and result['loader']['per_core'] > 0
+    assert re.search(r"goal: per-core rate x workers / the workers' epoch rate \d+\.\d\d (meets|MISSES) the goal <= 1.2",
+                     printed)
+    loader = result['loader']
+    assert loader['workers'] == 1 and loader['per_core'] > 0
+    assert {k: len(v) for k, v in loader['epoch_img_s'].items()} == {'start': 1, 'workers_batches': 3, 'prefetched': 3}
+    assert all(v > 0 for v in loader['ratios'].values()) and loader['ratio'] == loader['ratios']['workers_batches']
     assert [p.name for p in tmp_path.iterdir()] == ['train-input.json']  # the generated data and runs are gone
 
 
@@ -254,7 +258,8 @@ def test_bench_train_input_refuses_a_measurement_that_would_mislead(tmp_path, ca
 def test_the_loader_measurement_leaves_the_process_its_threads(tmp_path, monkeypatch):
     from timm_alexnet_split import trainbench
     shards = trainbench.make_shards(tmp_path, 2, 1, lambda line: None)
-    monkeypatch.setattr(trainbench, 'loader_epoch_rate', lambda *a: float(torch.get_num_threads()))
+    threads = {k: [float(torch.get_num_threads())] for k in ('start', 'workers_batches', 'prefetched')}
+    monkeypatch.setattr(trainbench, 'loader_epoch_rates', lambda *a: threads)
     torch.set_num_threads(2)
     result = trainbench.loader_section(shards, 8, 1, lambda line: None)
-    assert result['epoch_img_s'] == [2.0, 2.0] and torch.get_num_threads() == 2  # the per-core timing ran at one
+    assert result['epoch_img_s']['workers_batches'] == [2.0] and torch.get_num_threads() == 2  # the timing ran at one
