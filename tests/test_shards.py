@@ -327,6 +327,23 @@ def test_bench_data_prints_per_core_figures_and_the_ratio_last(tmp_path, capsys)
     assert f'{result["shards_vs_folder_per_core"]:.2f}x' == lines[-1].rsplit(' ', 1)[1]
     assert 90 < result['jpeg_kb'] < 130 and result['shard_kb'] < result['jpeg_kb']  # ImageNet-like file sizes
     assert [p.name for p in tmp_path.iterdir()] == ['bench.json']  # the generated images are gone
+    decoders = result['decoders']  # JPEG decoding alone, by each decoder present: PIL always
+    assert all(r['256-px'] > r['full-size'] > 0 for r in decoders.values()) and 'PIL' in decoders
+    assert rows['PIL'] == [f'{decoders["PIL"]["full-size"]:.0f}', f'{decoders["PIL"]["256-px"]:.0f}']
+    assert ('simplejpeg' in rows) == ('simplejpeg' in decoders) != any('simplejpeg not installed' in ln for ln in lines)
+
+
+def test_the_decoder_table_says_how_to_add_simplejpeg_where_it_is_missing(monkeypatch):
+    import builtins
+
+    from timm_alexnet_split import databench
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, '__import__', lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == 'simplejpeg' else real_import(name, *a, **k))
+    assert list(databench._decoders()) == ['PIL']
+    said = []
+    databench._say_decoders({'PIL': {'full-size': 700.0, '256-px': 2900.0}}, said.append)
+    assert said[-1].strip() == '(simplejpeg not installed: `pip install simplejpeg` adds it to this table)'
 
 
 RANKS_SCRIPT = '''

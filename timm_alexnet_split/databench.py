@@ -94,11 +94,14 @@ def _run_files(args: Tuple[List[str], bool]) -> int:
 
 
 def _run_shards(args: Tuple[List[str], bool]) -> int:
+    """The shards' pipeline, decoded as the trainer decodes shard samples (jpeg.decode_rgb)."""
+    from .data.jpeg import decode_rgb
     from .data.shards import read_shard
     files, _ = args
     n = 0
     with _one_thread():
         tf = _transform(False)
+        tf.transforms[0] = decode_rgb
         for f in files:
             for s in read_shard(Path(f)):
                 tf(s['jpg'])
@@ -169,6 +172,54 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
     return time_variants(steps, device, rounds, warmup=2, batch=batch)
 
 
+def _decoders() -> Dict[str, Callable[[bytes], object]]:
+    """JPEG bytes -> RGB pixels, by each decoder this machine has: PIL (the trainer's), and simplejpeg's
+    libjpeg-turbo without PIL where it is installed (exact, and with its faster inexact DCT and upsampling)."""
+    def pil(data: bytes) -> object:
+        return _full_decode(data).load()
+    found: Dict[str, Callable[[bytes], object]] = {'PIL': pil}
+    try:
+        import simplejpeg
+    except ImportError:
+        return found
+    found['simplejpeg'] = lambda data: simplejpeg.decode_jpeg(data, colorspace='RGB')
+    found['simplejpeg, fast DCT + upsampling'] = lambda data: simplejpeg.decode_jpeg(
+        data, colorspace='RGB', fastdct=True, fastupsample=True)
+    return found
+
+
+def measure_decoders(folder: Path, shards: Path, rounds: int) -> Dict[str, Dict[str, float]]:
+    """JPEG decoding alone, images/s per core (one thread, interleaved rounds, median): each decoder on the
+    full-size JPEGs and on the 256-px shard JPEGs."""
+    import json
+
+    from .data.shards import read_shard
+    full = [Path(p).read_bytes() for p in sorted((folder / 'train').rglob('*.jpg'))]
+    info = json.loads((shards / '_info.json').read_text())
+    small = [s['jpg'] for f in info['splits']['train']['filenames'] for s in read_shard(shards / f)]
+    decoders = _decoders()
+    rates: Dict[str, Dict[str, List[float]]] = {k: {'full-size': [], '256-px': []} for k in decoders}
+    with _one_thread():
+        for _ in range(rounds):
+            for name, decode in decoders.items():
+                for kind, items in (('full-size', full), ('256-px', small)):
+                    decode(items[0])  # warm-up
+                    t = time.perf_counter()
+                    for data in items:
+                        decode(data)
+                    rates[name][kind].append(len(items) / (time.perf_counter() - t))
+    return {name: {kind: statistics.median(v) for kind, v in r.items()} for name, r in rates.items()}
+
+
+def _say_decoders(decoders: Dict[str, Dict[str, float]], say: Callable[[str], None]) -> None:
+    say('\nJPEG decoding alone (to RGB pixels), images/s per core')
+    say(f'  {"":<34}{"full-size":>10}{"256-px":>11}')
+    for name, r in decoders.items():
+        say(f'  {name:<34}{r["full-size"]:>10.0f}{r["256-px"]:>11.0f}')
+    if 'simplejpeg' not in decoders:
+        say('  (simplejpeg not installed: `pip install simplejpeg` adds it to this table)')
+
+
 def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Optional[str] = None,
         print_fn: Callable[[str], None] = print) -> Dict[str, object]:
     """The whole data benchmark; prints a table (also returned as 'lines') and returns the figures."""
@@ -196,14 +247,19 @@ def run(n_images: int, rounds: int, cores: int, device: torch.device, keep: Opti
         say(f'prepare-shards, one process: {n_all / prep:.0f} images/s per core; shards {tar / n_images / 1e3:.1f} KB '
                  f'per image ({tar / raw:.2f}x the full-size JPEGs)')
         cpu = measure_cpu(folder, shards, rounds, cores)
+        decoders = measure_decoders(folder, shards, rounds)
         gpu = measure_gpu(shards, device, 256, rounds) if device.type == 'cuda' else None
     base = cpu['full-size folder']
-    say(f'\ntraining input pipeline (decode, paper crop 224 of 256, flip, to tensor), images/s; {cores} cores')
+    from .data.jpeg import decoder_name
+    say(f'\ntraining input pipeline (decode, paper crop 224 of 256, flip, to tensor), images/s; {cores} cores; '
+        f'the folder\'s JPEGs decoded by PIL (timm\'s reader), the shards\' by {decoder_name()} (the trainer\'s)')
     say(f'  {"":<34}{"per core":>10}{"all cores":>11}{"vs folder":>11}')
     for k, v in cpu.items():
         say(f'  {k:<34}{v["per_core"]:>10.0f}{v["all_cores"]:>11.0f}{v["per_core"] / base["per_core"]:>10.2f}x')
+    _say_decoders(decoders, say)
     result: Dict[str, object] = {'images': n_images, 'cores': cores, 'jpeg_kb': raw / n_images / 1e3,
-                                 'shard_kb': tar / n_images / 1e3, 'prepare_img_s_per_core': n_all / prep, 'cpu': cpu}
+                                 'shard_kb': tar / n_images / 1e3, 'prepare_img_s_per_core': n_all / prep, 'cpu': cpu,
+                                 'decoders': decoders}
     if gpu is not None:
         verdict = 'the loader keeps up' if gpu['decode'] >= gpu['train'] else 'the LOADER IS SLOWER'
         say(f'\nGPU, batch 256: nvjpeg decode + crop + flip + normalise {gpu["decode"]:.0f} images/s; '
@@ -224,4 +280,5 @@ def cores_available() -> int:
         return os.cpu_count() or 1
 
 
-__all__: Sequence[str] = ['run', 'imagenet_like', 'make_folder', 'measure_cpu', 'measure_gpu', 'cores_available']
+__all__: Sequence[str] = ['run', 'imagenet_like', 'make_folder', 'measure_cpu', 'measure_decoders', 'measure_gpu',
+                           'cores_available']
