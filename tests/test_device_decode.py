@@ -258,8 +258,8 @@ def test_bench_train_input_refuses_a_measurement_that_would_mislead(tmp_path, ca
 def test_the_loader_measurement_leaves_the_process_its_threads(tmp_path, monkeypatch):
     from timm_alexnet_split import trainbench
     shards = trainbench.make_shards(tmp_path, 2, 1, lambda line: None)
-    threads = {k: [float(torch.get_num_threads())] for k in ('start', 'workers_batches', 'prefetched')}
-    monkeypatch.setattr(trainbench, 'loader_epoch_rates', lambda *a: threads)
+    monkeypatch.setattr(trainbench, 'loader_epoch_rates',  # the threads the loader's epochs would run with
+                        lambda *a: {k: [float(torch.get_num_threads())] for k in ('start', 'workers_batches', 'prefetched')})
     torch.set_num_threads(2)
     result = trainbench.loader_section(shards, 8, 1, lambda line: None)
     assert result['epoch_img_s']['workers_batches'] == [2.0] and torch.get_num_threads() == 2  # the timing ran at one

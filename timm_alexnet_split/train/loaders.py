@@ -100,9 +100,12 @@ def shut_down_workers(*loaders: Any) -> None:
     """End the worker processes that persistent loaders (the device decoding path's) keep between epochs, now rather
     than whenever the loader object is collected: a run's end frees them whichever way it ends, an exception
     included, and a process that trains several runs (bench --train-input, a sweep) does not gather them. Loaders
-    without workers alive, and None, pass."""
+    without workers alive, anything holding no DataLoader, and None, pass."""
     for loader in loaders:
-        inner = _torch_loader(loader) if loader is not None else None
+        try:
+            inner = _torch_loader(loader)
+        except TypeError:  # holds no DataLoader (a list of batches in a test): no workers to end
+            continue
         iterator = getattr(inner, '_iterator', None)  # where torch keeps a persistent loader's workers
         if iterator is not None and hasattr(iterator, '_shutdown_workers'):
             iterator._shutdown_workers()
