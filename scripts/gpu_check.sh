@@ -33,7 +33,7 @@ if ! $py -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/
 fi
 mkdir -p "$out"
 status=0
-if ! $py -c 'import webdataset' 2>/dev/null; then  # the GPU machine lacks it: wheels from scripts/gpu_wheels.sh
+if ! $py -c 'import webdataset, simplejpeg' 2>/dev/null; then  # the GPU machine lacks them: scripts/gpu_wheels.sh
     if ls .whl/webdataset-*.whl >/dev/null 2>&1; then
         $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
             && export PYTHONPATH=$PYTHONPATH:/tmp/site
