@@ -33,15 +33,23 @@ if ! $py -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/
 fi
 mkdir -p "$out"
 status=0
-if ! $py -c 'import webdataset, simplejpeg' 2>/dev/null; then  # the GPU machine lacks them: scripts/gpu_wheels.sh
-    if ls .whl/webdataset-*.whl >/dev/null 2>&1; then
-        $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-            && export PYTHONPATH=$PYTHONPATH:/tmp/site
+install_wheels() {  # $1: module, $2: what goes without it, then the wheels' patterns under .whl/
+    local module=$1 without=$2 files=() pattern f
+    shift 2
+    $py -c "import $module" 2>/dev/null && return 0  # the GPU machine lacks it: scripts/gpu_wheels.sh fetched it
+    for pattern in "$@"; do
+        for f in .whl/$pattern; do [ -e "$f" ] && files+=("$f"); done
+    done
+    if [ ${#files[@]} -gt 0 ] && $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --target /tmp/site "${files[@]}"; then
+        export PYTHONPATH=${PYTHONPATH:-}:/tmp/site
     else
-        echo "gpu_check: no webdataset here and no .whl/ wheels (run scripts/gpu_wheels.sh here first and carry .whl):" \
-             "the shard training steps will fail" >&2
+        echo "gpu_check: no $module here and no wheel of it in .whl/ for this Python (run scripts/gpu_wheels.sh" \
+             "here first and carry .whl): $without" >&2
     fi
-fi
+}
+install_wheels webdataset 'the shard training steps will fail' 'webdataset-*.whl' 'braceexpand-*.whl'
+install_wheels simplejpeg 'CPU decoding of the shards falls back to PIL (same pixels, slower)' 'simplejpeg-*.whl'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $py -c "import torch, timm, onnx, onnxruntime; print('torch', torch.__version__, '| timm', timm.__version__,
 '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)" | tee "$out/versions.txt" || status=1

@@ -33,8 +33,8 @@ def test_the_pixels_are_pils(photo, kind, monkeypatch):
     options = {'4:4:4 q50': {'quality': 50, 'subsampling': 0}, 'progressive': {'progressive': True}}.get(kind, {})
     data = _jpeg(image, **options)
     calls = []
-    real = jpeg._SIMPLEJPEG.decode_jpeg
-    monkeypatch.setattr(jpeg._SIMPLEJPEG, 'decode_jpeg', lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = jpeg._simplejpeg().decode_jpeg
+    monkeypatch.setattr(jpeg._simplejpeg(), 'decode_jpeg', lambda *a, **k: calls.append(1) or real(*a, **k))
     got = jpeg.decode_rgb(data)
     assert got.mode == 'RGB' and np.array_equal(np.asarray(got), _pil(data))
     assert bool(calls) == (kind != 'cmyk')  # CMYK: PIL converts it otherwise than libjpeg-turbo would
@@ -51,6 +51,22 @@ def test_broken_files_get_pils_verdict(photo):
     photo.save(png, 'PNG')
     assert np.array_equal(np.asarray(jpeg.decode_rgb(png.getvalue())), np.asarray(photo))
     assert jpeg.decode_rgb(data, 'L').mode == 'L'
+
+
+def test_an_image_beyond_pils_bomb_limit_gets_pils_verdict(photo, monkeypatch):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 89 * 107 // 4)  # the photo is over twice (PIL's) the limit
+    with pytest.raises(Image.DecompressionBombError):
+        jpeg.decode_rgb(_jpeg(photo))
+
+
+def test_a_simplejpeg_that_disagrees_with_pil_is_not_used(monkeypatch, caplog):
+    class Other:
+        @staticmethod
+        def decode_jpeg(data, colorspace):
+            return np.asarray(Image.open(io.BytesIO(data)).convert('RGB')) // 2 * 2  # another libjpeg's rounding
+    monkeypatch.setattr(jpeg, '_SIMPLEJPEG', jpeg._UNCHECKED)
+    monkeypatch.setitem(__import__('sys').modules, 'simplejpeg', Other)
+    assert jpeg.decoder_name() == 'PIL' and 'otherwise than PIL' in caplog.text
 
 
 def test_without_simplejpeg_pil_decodes_the_same(photo, monkeypatch):
