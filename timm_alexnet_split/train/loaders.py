@@ -21,7 +21,7 @@ from ..data.decode import DraftDecode, device_loader, draft_bytes, draft_target,
 from ..data.shard_reader import ShardBytes, ShardSamples, check_split, dropped_note, wds_train_loader
 from ..errors import UserError
 from .data import SkipNoneCollate, SkipUnreadable
-from .worker_seeds import persist_workers
+from .worker_seeds import end_workers, persist_workers
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 
@@ -97,7 +97,7 @@ def leave_stop_signals_to_main(loader: Any) -> Any:
 
 
 def shut_down_workers(*loaders: Any) -> None:
-    """End the worker processes that persistent loaders (the device decoding path's) keep between epochs, now rather
+    """End the worker processes that persistent loaders (training, the device decoding path) keep between epochs, now rather
     than whenever the loader object is collected: a run's end frees them whichever way it ends, an exception
     included, and a process that trains several runs (bench --train-input, a sweep) does not gather them. Loaders
     without workers alive, anything holding no DataLoader, and None, pass."""
@@ -106,10 +106,8 @@ def shut_down_workers(*loaders: Any) -> None:
             inner = _torch_loader(loader)
         except TypeError:  # holds no DataLoader (a list of batches in a test): no workers to end
             continue
-        iterator = getattr(inner, '_iterator', None)  # where torch keeps a persistent loader's workers
-        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
-            iterator._shutdown_workers()
-            inner._iterator = None
+        if inner is not None:
+            end_workers(inner)
 
 
 class PaperCrop:

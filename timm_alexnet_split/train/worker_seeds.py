@@ -91,17 +91,11 @@ class SeededEpochs:
 
     def __iter__(self) -> Iterator:
         if self._unfinished:
-            self._end_workers()
+            end_workers(self.torch_loader)
         self.seeds.draw()
         self._unfinished = True
         yield from self.loader
         self._unfinished = False
-
-    def _end_workers(self) -> None:
-        iterator = getattr(self.torch_loader, '_iterator', None)
-        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
-            iterator._shutdown_workers()
-            self.torch_loader._iterator = None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -110,6 +104,15 @@ class SeededEpochs:
         if name in ('loader', 'torch_loader', 'seeds', '_unfinished'):
             raise AttributeError(name)
         return getattr(self.loader, name)
+
+
+def end_workers(torch_loader: torch.utils.data.DataLoader) -> None:
+    """End the workers a DataLoader keeps between epochs (PyTorch holds them in ``_iterator``) now; a loader with
+    none alive passes. The next epoch starts fresh ones."""
+    iterator = getattr(torch_loader, '_iterator', None)
+    if iterator is not None and hasattr(iterator, '_shutdown_workers'):
+        iterator._shutdown_workers()
+        torch_loader._iterator = None
 
 
 def persist_workers(loader: Any, torch_loader: torch.utils.data.DataLoader, worker_seeding: str) -> SeededEpochs:
