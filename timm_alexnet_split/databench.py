@@ -56,12 +56,14 @@ def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # the pipelines: item -> uint8 tensor (3, 224, 224)
 # ---------------------------------------------------------------------------------------------------------------------
-def _transform(draft: bool) -> Callable:
+def _transform(draft: bool, decode: Optional[Callable] = None) -> Callable:
+    """JPEG bytes -> the paper's training crop as a uint8 tensor; decoded by ``decode`` (default PIL, or PIL's
+    draft mode with ``draft``)."""
     from torchvision import transforms
 
     from .data.decode import DraftDecode
     from .train.loaders import PaperCrop
-    steps = [DraftDecode(256)] if draft else [_full_decode]
+    steps = [DraftDecode(256) if draft else (decode or _full_decode)]
     steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
     return transforms.Compose(steps)
 
@@ -100,8 +102,7 @@ def _run_shards(args: Tuple[List[str], bool]) -> int:
     files, _ = args
     n = 0
     with _one_thread():
-        tf = _transform(False)
-        tf.transforms[0] = decode_rgb
+        tf = _transform(False, decode_rgb)
         for f in files:
             for s in read_shard(Path(f)):
                 tf(s['jpg'])
@@ -173,8 +174,9 @@ def measure_gpu(shards: Path, device: torch.device, batch: int, rounds: int) -> 
 
 
 def _decoders() -> Dict[str, Callable[[bytes], object]]:
-    """JPEG bytes -> RGB pixels, by each decoder this machine has: PIL (the trainer's), and simplejpeg's
-    libjpeg-turbo without PIL where it is installed (exact, and with its faster inexact DCT and upsampling)."""
+    """JPEG bytes -> RGB pixels, by each decoder this machine has: PIL (timm's reader of folders), and
+    simplejpeg's libjpeg-turbo without PIL (the trainer's for shard samples, data/jpeg.py) where it is installed
+    (exact, and with its faster inexact DCT and upsampling)."""
     def pil(data: bytes) -> object:
         return _full_decode(data).load()
     found: Dict[str, Callable[[bytes], object]] = {'PIL': pil}

@@ -249,6 +249,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
     train_interpolation = args.train_interpolation
     if args.no_aug or not train_interpolation:
         train_interpolation = data_config['interpolation']
+    persistent = keeps_workers(args, train_ds)
     loader_train = create_loader(
         train_ds, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
         no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
@@ -260,7 +261,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         num_workers=args.workers, worker_seeding=args.worker_seeding,
         use_multi_epochs_loader=args.use_multi_epochs_loader,
         collate_fn=CollateUint8(args.channels_last) if args.prefetcher else None,
-        persistent_workers=keeps_workers(args, train_ds),  # seeded per epoch (worker_seeds.py): exact resume
+        persistent_workers=persistent,  # seeded per epoch (worker_seeds.py): exact resume
         **common)
     if args.paper_crop and not args.no_aug:
         interp = data_config['interpolation'] if train_interpolation == 'random' else train_interpolation
@@ -269,7 +270,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         use_draft(loader_train, draft_target(data_config))
     if isinstance(train_ds, torch.utils.data.IterableDataset):
         loader_train = wds_train_loader(args, train_ds, loader_train, _logger)
-    if keeps_workers(args, train_ds):
+    if persistent:
         loader_train = persist_workers(loader_train, _torch_loader(loader_train), args.worker_seeding)
     loader_eval = None
     if eval_ds is not None:
