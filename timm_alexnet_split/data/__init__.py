@@ -5,7 +5,8 @@
   ``leaves``: the dead-leaves dataset.
 - ``splits``: which folder holds a split; ``shards``: writing 256-px WebDataset shards; ``shard_reader``:
   reading them (each sample once per epoch); ``decode``: decoding on the device and PIL's draft mode;
-  ``augment``: PCA lighting.
+  ``jpeg``: CPU decoding of shard JPEGs; ``collate``: the workers' uint8 batches, in ``batch_buffers``'
+  reusable shared memory; ``augment``: PCA lighting.
 
 Invariant: this package imports nothing above it but the leaf helpers (``errors``, ``atomic``, ``progress``;
 ``model`` for one constant, inside a function): the trainer, the benchmarks and the commands import it, never

@@ -5,32 +5,48 @@ PyTorch's strided copy of the HWC pixels (``pil_to_tensor`` gives a CHW view of 
 crosses to the main process through shared memory, which takes another copy of the whole batch. Here the batch
 is made in shared memory in the first place (as PyTorch's own ``default_collate`` does in a worker), left
 unzeroed (every byte is written), and each image is copied by NumPy (about twice as fast for this transpose) or,
-for a channels_last batch, straight (the HWC pixels are channels_last already). Same values, same dtypes.
+for a channels_last batch, straight (the HWC pixels are channels_last already). Same values, same dtypes. Given
+:class:`~.batch_buffers.BatchBuffers`, the images and class indices go into buffers the worker fills again once
+the main process has dropped their batch (batch_buffers.py), instead of fresh shared memory per batch.
 
 Invariant: :func:`collate_uint8` returns exactly what ``fast_collate`` returns for the same items (the tests
 compare them); items it does not speed up (tuples of images, non-uint8 arrays) go to ``fast_collate`` itself.
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from timm.data.loader import fast_collate
 
+from .batch_buffers import BatchBuffers, SentBatch, batch_view
 
-def _empty_batch(shape: Sequence[int], channels_last: bool) -> torch.Tensor:
+
+def _empty_batch(shape: Sequence[int], channels_last: bool, buffers: Optional[BatchBuffers] = None) -> torch.Tensor:
     """An unfilled uint8 (B, C, H, W) batch: in shared memory inside a loader worker (the trip to the main process
-    then copies nothing), NHWC in memory when ``channels_last``."""
+    then copies nothing; one of ``buffers``' when given), NHWC in memory when ``channels_last``."""
     b, c, h, w = shape
     stored = (b, h, w, c) if channels_last else (b, c, h, w)
-    if torch.utils.data.get_worker_info() is not None:
+    if buffers is not None:
+        out = batch_view(buffers.storage(b * c * h * w), stored, torch.uint8)
+    elif torch.utils.data.get_worker_info() is not None:
         storage = torch.UntypedStorage._new_shared(b * c * h * w)
         flat = torch.empty(0, dtype=torch.uint8).set_(storage)
         out = flat.view(stored)
     else:
         out = torch.empty(stored, dtype=torch.uint8)
     return out.permute(0, 3, 1, 2) if channels_last else out
+
+
+def _targets(labels: List[Any], buffers: Optional[BatchBuffers]) -> torch.Tensor:
+    """The int64 target vector fast_collate makes; class indices go into one of ``buffers``' when given."""
+    if buffers is not None and all(isinstance(label, (int, np.integer)) for label in labels):
+        out = batch_view(buffers.storage(8 * len(labels), 'targets'), (len(labels),), torch.int64)
+        out.numpy()[:] = labels
+        return out
+    targets = torch.utils.data.default_collate(labels)
+    return targets.long() if targets.ndim == 1 else targets
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -51,26 +67,29 @@ def _is_uint8(image: Any) -> bool:
     return isinstance(image, np.ndarray) and image.dtype == np.uint8
 
 
-def collate_uint8(batch: List[Tuple[Any, Any]], channels_last: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images (B, C, H, W), targets) from (image, target, ...) items, as timm's fast_collate makes them."""
+def collate_uint8(batch: List[Tuple[Any, Any]], channels_last: bool = False,
+                  buffers: Optional[BatchBuffers] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (B, C, H, W), targets) from (image, target, ...) items, as timm's fast_collate makes them;
+    the images in one of ``buffers``' when given (batch_buffers.py)."""
     if not _fast_case(batch):
         return fast_collate(batch)
-    targets = torch.utils.data.default_collate([item[1] for item in batch])  # further fields dropped, as timm's
-    if targets.ndim == 1:
-        targets = targets.long()
-    out = _empty_batch((len(batch), *batch[0][0].shape), channels_last)
+    targets = _targets([item[1] for item in batch], buffers)  # further fields dropped, as timm's
+    out = _empty_batch((len(batch), *batch[0][0].shape), channels_last, buffers)
     dest = out.permute(0, 2, 3, 1).numpy() if channels_last else out.numpy()
     for i, item in enumerate(batch):
         src = _as_array(item[0])
         np.copyto(dest[i], src.transpose(1, 2, 0) if channels_last else src)
+    if buffers is not None and torch.utils.data.get_worker_info() is not None:
+        return SentBatch((out, targets))  # a plain tuple again in the main process, which frees the buffers
     return out, targets
 
 
 class CollateUint8:
-    """:func:`collate_uint8` with its layout chosen once; picklable for spawned workers."""
+    """:func:`collate_uint8` with its layout (and its workers' reusable buffers, if any) chosen once; picklable for
+    spawned workers."""
 
-    def __init__(self, channels_last: bool = False) -> None:
-        self.channels_last = channels_last
+    def __init__(self, channels_last: bool = False, buffers: Optional[BatchBuffers] = None) -> None:
+        self.channels_last, self.buffers = channels_last, buffers
 
     def __call__(self, batch: List[Tuple[Any, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        return collate_uint8(batch, self.channels_last)
+        return collate_uint8(batch, self.channels_last, self.buffers)

@@ -16,6 +16,7 @@ from timm.data.distributed_sampler import OrderedDistributedSampler
 from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
 from torchvision import transforms
 
+from ..data.batch_buffers import BatchBuffers
 from ..data.collate import CollateUint8
 from ..data.decode import DraftDecode, device_loader, draft_bytes, draft_target, use_draft
 from ..data.shard_reader import ShardBytes, ShardSamples, check_split, dropped_note, wds_train_loader
@@ -250,6 +251,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
     if args.no_aug or not train_interpolation:
         train_interpolation = data_config['interpolation']
     persistent = keeps_workers(args, train_ds)
+    buffers = batch_buffers(args.workers) if args.prefetcher else None
     loader_train = create_loader(
         train_ds, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
         no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
@@ -260,7 +262,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         auto_augment=args.aa, num_aug_repeats=int(args.aug_repeats), interpolation=train_interpolation,
         num_workers=args.workers, worker_seeding=args.worker_seeding,
         use_multi_epochs_loader=args.use_multi_epochs_loader,
-        collate_fn=CollateUint8(args.channels_last) if args.prefetcher else None,
+        collate_fn=CollateUint8(args.channels_last, buffers) if args.prefetcher else None,
         persistent_workers=persistent,  # seeded per epoch (worker_seeds.py): exact resume
         **common)
     if args.paper_crop and not args.no_aug:
@@ -279,6 +281,13 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
                                   distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype,
                                   draft=decode == 'draft', channels_last=args.channels_last)
     return loader_train, loader_eval
+
+
+def batch_buffers(workers: int) -> Optional[BatchBuffers]:
+    """Reusable shared-memory batch buffers for ``workers`` loader workers (data/batch_buffers.py); None without
+    workers. Slots per worker: the batches it has queued (PyTorch's prefetch factor, 2), the two timm's prefetcher
+    holds, the one being made."""
+    return BatchBuffers(workers, slots=2 + 2 + 1) if workers > 0 else None
 
 
 def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
@@ -303,7 +312,8 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
                                            num_workers=workers, pin_memory=pin_memory, drop_last=False,
                                            collate_fn=collate)
-    collate = SkipNoneCollate(CollateUint8(channels_last), (c, h, w)) if prefetcher else \
+    buffers = batch_buffers(workers) if prefetcher else None
+    collate = SkipNoneCollate(CollateUint8(channels_last, buffers), (c, h, w)) if prefetcher else \
         SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
     loader = create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
                            interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],

@@ -1,0 +1,158 @@
+"""Loader workers' reusable batch buffers (data/batch_buffers.py): a buffer is filled again only after the main process
+dropped the batch it held, and the batches are exactly those of fresh buffers."""
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from timm_alexnet_split.data import batch_buffers
+from timm_alexnet_split.data.batch_buffers import BatchBuffers, read_trailer
+from timm_alexnet_split.data.collate import CollateUint8
+
+
+class Numbered(torch.utils.data.Dataset):
+    """Image i is filled with i % 251, label i: a batch's contents say which batch it is."""
+
+    def __init__(self, n: int, size: int = 16) -> None:
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return np.full((3, self.size, self.size), i % 251, dtype=np.uint8), i
+
+
+def _expected(first: int, n: int, size: int = 16):
+    return (torch.arange(first, first + n) % 251).to(torch.uint8).view(n, 1, 1, 1).expand(n, 3, size, size), \
+        torch.arange(first, first + n)
+
+
+def _loader(buffers, n=32 * 12, batch=32, workers=1, **kw):
+    return torch.utils.data.DataLoader(Numbered(n), batch_size=batch, num_workers=workers,
+                                       collate_fn=CollateUint8(False, buffers), **kw)
+
+
+def _inode(tensor: torch.Tensor) -> int:
+    fd, _ = tensor.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+@pytest.mark.skipif(torch.multiprocessing.get_sharing_strategy() != 'file_descriptor',
+                    reason='the buffers are told apart by their shared-memory file (file_descriptor strategy)')
+def test_a_worker_fills_the_same_few_buffers_again_when_its_batches_are_dropped():
+    inodes = []
+    for x, _ in _loader(BatchBuffers(1, slots=5)):
+        inodes.append(_inode(x))
+    assert len(inodes) == 12
+    assert len(set(inodes)) <= 5  # fresh buffers: twelve segments
+
+
+def test_a_batch_the_main_process_keeps_is_never_written_again():
+    kept, later = [], 0
+    for i, (x, y) in enumerate(_loader(BatchBuffers(1, slots=3), n=32 * 20)):
+        if i < 4:  # more than the worker's slots: it must fall back to fresh memory, not reuse these
+            kept.append((i, x, y))
+        else:
+            later += 1
+    assert later == 16
+    for i, x, y in kept:
+        want_x, want_y = _expected(32 * i, 32)
+        assert torch.equal(x, want_x) and torch.equal(y, want_y), f'batch {i} was overwritten'
+
+
+def test_batches_from_reused_buffers_equal_fresh_ones_over_epochs_and_a_short_last_batch():
+    fresh = _loader(None, n=32 * 5 + 7, workers=2)
+    reused = _loader(BatchBuffers(2, slots=5), n=32 * 5 + 7, workers=2, persistent_workers=True)
+    for _ in range(3):
+        got = [(x.clone(), y.clone()) for x, y in reused]
+        want = list(fresh)
+        assert [tuple(x.shape) for x, _ in got] == [tuple(x.shape) for x, _ in want]
+        for (gx, gy), (wx, wy) in zip(got, want):
+            assert gx.dtype == wx.dtype == torch.uint8 and gy.dtype == wy.dtype == torch.int64
+            assert torch.equal(gx, wx) and torch.equal(gy, wy)
+
+
+def test_the_main_process_receives_plain_tuples_and_tensors_without_the_trailer_in_view():
+    x, y = batch = next(iter(_loader(BatchBuffers(1))))
+    assert type(batch) in (tuple, list)  # PyTorch's loader gives what the collate built: a plain tuple here
+    assert x.shape == (32, 3, 16, 16) and x.is_contiguous() and y.shape == (32,)
+    assert read_trailer(x.untyped_storage()) is not None  # the buffer's trailer lies past the tensor's bytes
+
+
+def test_spawned_workers_reuse_buffers_too():
+    loader = _loader(BatchBuffers(1, slots=5), n=32 * 8, multiprocessing_context='spawn')
+    got, inodes = [], set()
+    for x, y in loader:
+        got.append((x.clone(), y.clone()))
+        if torch.multiprocessing.get_sharing_strategy() == 'file_descriptor':
+            inodes.add(_inode(x))
+    for i, (x, y) in enumerate(got):
+        want_x, want_y = _expected(32 * i, 32)
+        assert torch.equal(x, want_x) and torch.equal(y, want_y)
+    assert len(inodes) <= 5
+
+
+@pytest.fixture
+def as_worker(monkeypatch):
+    """This process taken for loader worker 0 (the pool's rule tested without a second process)."""
+    monkeypatch.setattr(torch.utils.data, 'get_worker_info', lambda: types.SimpleNamespace(id=0))
+
+
+def test_a_buffer_is_free_only_when_the_table_holds_the_ticket_it_was_last_sent_with(as_worker):
+    buffers = BatchBuffers(1, slots=2)
+    first = buffers.storage(100)
+    token, index, ticket = read_trailer(first)
+    assert token == buffers.token and first.nbytes() >= 100
+    assert buffers.storage(100).data_ptr() != first.data_ptr()  # not released: the second slot
+    buffers.released[index] = ticket ^ 1  # a stale ticket (an earlier batch of this slot) frees nothing
+    third = buffers.storage(100)
+    assert third.data_ptr() not in (first.data_ptr(),) and read_trailer(third) is None  # pool full: fresh memory
+    buffers.released[index] = ticket
+    again = buffers.storage(100)
+    assert again.data_ptr() == first.data_ptr()
+    assert read_trailer(again)[2] != ticket  # a new ticket for the new batch
+
+
+def test_a_freed_buffer_of_another_size_is_made_again_at_the_new_size(as_worker):
+    buffers = BatchBuffers(1, slots=1)
+    first = buffers.storage(1000)
+    _, index, ticket = read_trailer(first)
+    buffers.released[index] = ticket
+    smaller = buffers.storage(10)
+    assert smaller.nbytes() < first.nbytes() and read_trailer(smaller)[1] == index
+
+
+def test_images_and_targets_keep_separate_buffers(as_worker):
+    buffers = BatchBuffers(1, slots=1)
+    images, targets = buffers.storage(1000, 'images'), buffers.storage(8, 'targets')
+    assert read_trailer(images) is not None and read_trailer(targets) is not None
+    assert read_trailer(images)[1] != read_trailer(targets)[1]
+
+
+def test_a_received_batch_frees_its_buffer_when_its_last_view_dies():
+    buffers = BatchBuffers(1, slots=1)
+    storage = torch.UntypedStorage(64 + batch_buffers.TRAILER_BYTES)  # as received: one buffer, with its trailer
+    batch_buffers._trailer_view(storage)[:] = torch.tensor([batch_buffers.MAGIC, buffers.token, 0, 1234])
+    x = batch_buffers.batch_view(storage, (64,), torch.uint8)
+    del storage
+    received = batch_buffers._received((x, 'label'))
+    view = received[0][8:]
+    del x, received
+    assert buffers.released[0] == 0  # a view still holds it
+    del view
+    assert buffers.released[0] == 1234
+
+
+def test_storages_not_made_here_or_by_another_owner_are_left_alone():
+    buffers = BatchBuffers(1, slots=1)
+    plain = torch.zeros(64, dtype=torch.uint8)
+    foreign = torch.UntypedStorage(64 + batch_buffers.TRAILER_BYTES)  # a trailer naming no live owner
+    batch_buffers._trailer_view(foreign)[:] = torch.tensor([batch_buffers.MAGIC, buffers.token ^ 1, 0, 99])
+    received = batch_buffers._received((plain, batch_buffers.batch_view(foreign, (64,), torch.uint8)))
+    del plain, foreign, received
+    assert int(buffers.released.sum()) == 0
