@@ -13,6 +13,7 @@ from trainhelp import make_folder, run_train, summary_rows
 
 from timm_alexnet_split import cli, train
 from timm_alexnet_split.data import decode, shard_reader
+from timm_alexnet_split.errors import UserError
 
 COLOURS = {'blue': (40, 40, 200), 'red': (200, 40, 40)}
 
@@ -181,6 +182,15 @@ def test_decoding_ahead_in_a_thread_gives_the_same_batches_and_raises_its_errors
     monkeypatch.setattr(loader, '_decode', fails_on_the_second)
     with pytest.raises(RuntimeError, match='decoder broke'):
         list(loader)
+
+
+def test_a_training_batch_with_no_decodable_image_is_left_out_alone_and_an_error_in_a_distributed_run(shards):
+    loader = _device_loader(shards)
+    junk = [torch.frombuffer(bytearray(b'not a jpeg at all'), dtype=torch.uint8)] * 2
+    assert loader._decode(junk, torch.tensor([0, 1])) is None  # one process: the batch is left out, with a warning
+    loader.dataset.world = 2  # one process of two: leaving a step out would keep the other waiting in all_reduce
+    with pytest.raises(UserError, match='cannot skip a step'):
+        loader._decode(junk, torch.tensor([0, 1]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 _logger = logging.getLogger('timm_alexnet_split.data.decode')
 
 
@@ -191,13 +193,19 @@ class DeviceDecodeLoader:
         return whole_batches(self.loader, self.dataset.batch_size, len(self))
 
     def _decode(self, data: List[torch.Tensor], target: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """One batch decoded, cropped and normalised on the device; None when no image in it decodes."""
+        """One batch decoded, cropped and normalised on the device; None when no image in it decodes (an error in
+        a distributed run's training: its processes must all take the same steps)."""
         images, ok = decode_batch(data, self.device)
         if len(ok) < len(data):
             self.skipped += len(data) - len(ok)
             _logger.warning(f'skipped {len(data) - len(ok)} undecodable image(s) in a batch')
             target = target[ok]
         if not images:
+            if self.train and getattr(self.dataset, 'world', 1) > 1:
+                raise UserError(f'none of the {len(data)} images of a training batch decodes (rank '
+                                f'{self.dataset.rank} of {self.dataset.world}): a process of a distributed run cannot '
+                                'skip a step, the others would wait for it; repair the shards (prepare-shards) or '
+                                'train with --decode cpu')
             return None
         x = crop_flip_normalise(images, self.size, self.scale, self.train, self.mean, self.std, self.hflip,
                                 self.dtype, generator=self._generator, no_aug=self.no_aug and self.train,
