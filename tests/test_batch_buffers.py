@@ -2,6 +2,7 @@
 dropped the batch it held, and the batches are exactly those of fresh buffers."""
 from __future__ import annotations
 
+import gc
 import os
 import types
 
@@ -65,6 +66,20 @@ def test_a_batch_the_main_process_keeps_is_never_written_again():
         assert torch.equal(x, want_x) and torch.equal(y, want_y), f'batch {i} was overwritten'
 
 
+@pytest.mark.parametrize('persistent', [False, True])
+def test_batches_kept_across_epochs_and_worker_restarts_stay_intact(persistent):
+    loader = _loader(BatchBuffers(2, slots=3), n=32 * 9, workers=2, persistent_workers=persistent)
+    kept = []
+    for epoch in range(3):
+        for i, (x, y) in enumerate(loader):
+            if (i + epoch) % 3 == 0:
+                kept.append((i, x, y))
+    assert len(kept) == 9
+    for i, x, y in kept:
+        want_x, want_y = _expected(32 * i, 32)
+        assert torch.equal(x, want_x) and torch.equal(y, want_y), f'a kept batch {i} was overwritten'
+
+
 def test_batches_from_reused_buffers_equal_fresh_ones_over_epochs_and_a_short_last_batch():
     fresh = _loader(None, n=32 * 5 + 7, workers=2)
     reused = _loader(BatchBuffers(2, slots=5), n=32 * 5 + 7, workers=2, persistent_workers=True)
@@ -105,15 +120,17 @@ def as_worker(monkeypatch):
 
 def test_a_buffer_is_free_only_when_the_table_holds_the_ticket_it_was_last_sent_with(as_worker):
     buffers = BatchBuffers(1, slots=2)
-    first = buffers.storage(100)
+    first = buffers.storage(96)
     token, index, ticket = read_trailer(first)
-    assert token == buffers.token and first.nbytes() >= 100
-    assert buffers.storage(100).data_ptr() != first.data_ptr()  # not released: the second slot
+    assert token == buffers.token and first.nbytes() >= 96
+    second = buffers.storage(96)
+    assert second.data_ptr() != first.data_ptr() and read_trailer(second) is not None  # not released: slot two
     buffers.released[index] = ticket ^ 1  # a stale ticket (an earlier batch of this slot) frees nothing
-    third = buffers.storage(100)
-    assert third.data_ptr() not in (first.data_ptr(),) and read_trailer(third) is None  # pool full: fresh memory
+    third = buffers.storage(96)
+    assert third.data_ptr() not in (first.data_ptr(), second.data_ptr())
+    assert third.nbytes() == 96 and read_trailer(third) is None  # pool full: fresh memory, no trailer
     buffers.released[index] = ticket
-    again = buffers.storage(100)
+    again = buffers.storage(96)
     assert again.data_ptr() == first.data_ptr()
     assert read_trailer(again)[2] != ticket  # a new ticket for the new batch
 
@@ -134,12 +151,16 @@ def test_images_and_targets_keep_separate_buffers(as_worker):
     assert read_trailer(images)[1] != read_trailer(targets)[1]
 
 
+def _as_received(buffers, ticket=1234, token=None):
+    """A 64-byte uint8 tensor over shared memory with a buffer's trailer, as the main process receives one."""
+    storage = torch.UntypedStorage._new_shared(64 + batch_buffers.TRAILER_BYTES)
+    batch_buffers._trailer_view(storage)[:] = torch.tensor([batch_buffers.MAGIC, token or buffers.token, 0, ticket])
+    return batch_buffers.batch_view(storage, (64,), torch.uint8)
+
+
 def test_a_received_batch_frees_its_buffer_when_its_last_view_dies():
     buffers = BatchBuffers(1, slots=1)
-    storage = torch.UntypedStorage(64 + batch_buffers.TRAILER_BYTES)  # as received: one buffer, with its trailer
-    batch_buffers._trailer_view(storage)[:] = torch.tensor([batch_buffers.MAGIC, buffers.token, 0, 1234])
-    x = batch_buffers.batch_view(storage, (64,), torch.uint8)
-    del storage
+    x = _as_received(buffers)
     received = batch_buffers._received((x, 'label'))
     view = received[0][8:]
     del x, received
@@ -151,8 +172,52 @@ def test_a_received_batch_frees_its_buffer_when_its_last_view_dies():
 def test_storages_not_made_here_or_by_another_owner_are_left_alone():
     buffers = BatchBuffers(1, slots=1)
     plain = torch.zeros(64, dtype=torch.uint8)
-    foreign = torch.UntypedStorage(64 + batch_buffers.TRAILER_BYTES)  # a trailer naming no live owner
-    batch_buffers._trailer_view(foreign)[:] = torch.tensor([batch_buffers.MAGIC, buffers.token ^ 1, 0, 99])
-    received = batch_buffers._received((plain, batch_buffers.batch_view(foreign, (64,), torch.uint8)))
+    foreign = _as_received(buffers, token=buffers.token ^ 1)  # a trailer naming no live owner
+    received = batch_buffers._received((plain, foreign))
     del plain, foreign, received
     assert int(buffers.released.sum()) == 0
+
+
+def test_a_batch_sent_on_to_another_process_is_never_freed():
+    """That process may read it after this one drops it (a torch.multiprocessing queue pickles it)."""
+    from multiprocessing.reduction import ForkingPickler
+    buffers = BatchBuffers(1, slots=1)
+    (x,) = batch_buffers._received((_as_received(buffers),))
+    sent = ForkingPickler.dumps(x)
+    del x
+    assert int(buffers.released.sum()) == 0
+    del sent
+
+
+def test_a_forked_child_dropping_its_copy_frees_nothing():
+    buffers = BatchBuffers(1, slots=1)
+    kept = list(batch_buffers._received((_as_received(buffers),)))
+    pid = os.fork()
+    if pid == 0:  # the child: drop the inherited batch, run its finalizers, leave without Python's exit handlers
+        kept.clear()
+        gc.collect()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(buffers.released.sum()) == 0
+    kept.clear()
+    assert int(buffers.released.sum()) == 1234  # the owner's own drop does
+
+
+def test_interpreter_exit_frees_nothing():
+    """At exit the workers may still run: weakref.finalize's exit call must not free the buffers of kept batches."""
+    buffers = BatchBuffers(1, slots=1)
+    (x,) = batch_buffers._received((_as_received(buffers),))
+    ticket, finalizer = batch_buffers._WATCHED[x.untyped_storage().data_ptr()]
+    assert ticket == 1234 and finalizer.alive and finalizer.atexit is False
+
+
+def test_no_reuse_under_the_file_system_sharing_strategy(as_worker):
+    """There a segment outlives a worker that ends by os._exit: pooled buffers would pile up in /dev/shm."""
+    buffers = BatchBuffers(1, slots=2)
+    before = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy('file_system')
+    try:
+        storage = buffers.storage(96)
+    finally:
+        torch.multiprocessing.set_sharing_strategy(before)
+    assert read_trailer(storage) is None and storage.is_shared()

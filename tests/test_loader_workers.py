@@ -216,3 +216,25 @@ def test_synthetic_input_ends_the_workers_once_it_has_its_batch(folder, monkeypa
 def test_collate_uint8_drops_further_fields_as_timm_does():
     items = [(im, t, 'feature') for im, t in _items('tensor')]
     assert all(torch.equal(a, b) for a, b in zip(collate_uint8(items), fast_collate(items)))
+
+
+@pytest.mark.parametrize('source', ['folder', 'shards'])
+def test_the_trainers_loaders_get_their_batch_buffers_back_through_timms_prefetcher(source, folder, shards,
+                                                                                      monkeypatch):
+    """data/batch_buffers.py: the training and evaluation loaders' workers reuse their shared-memory buffers once
+    timm's PrefetchLoader (here on the CPU, which normalises each batch into a new tensor) has dropped a batch."""
+    data = ['--data-dir', str(folder)] if source == 'folder' else ['--dataset', 'wds/s', '--data-dir', str(shards)]
+    monkeypatch.setattr(loaders, 'keeps_workers', lambda args, ds: True)
+    args = train.parse_args([*data, *AUG])
+    args.distributed, args.world_size, args.rank, args.prefetcher = False, 1, 0, True
+    train_ds, eval_ds, _ = train.data.build_datasets(args)
+    loader, loader_eval = loaders.build_loaders(args, CFG, torch.device('cpu'), train_ds, eval_ds, torch.float32)
+    try:
+        for made in (loader, loader_eval):
+            buffers = loaders._torch_loader(made).collate_fn
+            buffers = getattr(buffers, 'collate', buffers).buffers  # evaluation: inside SkipNoneCollate
+            assert int(buffers.released.count_nonzero()) == 0
+            assert sum(x.shape[0] for x, _ in made) > 0
+            assert int(buffers.released.count_nonzero()) > 0  # a batch dropped: its worker was told
+    finally:
+        loaders.shut_down_workers(loader)

@@ -8,29 +8,36 @@ done with it: the batch crosses as a :class:`SentBatch`, whose unpickling in the
 loader receives it, in its pin-memory thread or its iterator) watches each tensor's storage; when that storage
 dies (every tensor and view of it gone: the training step's, a prefetcher's, the source of a pinned copy), the
 buffer's ticket is written into a table shared with the workers. A worker reuses a buffer only when the table
-holds the ticket it sent the buffer with. Nothing else frees a buffer: a batch kept for ever, or one received by
-a process that did not make the :class:`BatchBuffers`, leaves its worker to fresh memory, as before.
+holds the ticket it sent the buffer with. Nothing else frees a buffer: a batch kept for ever, one received by a
+process that did not make the :class:`BatchBuffers`, one sent on to another process (pickled for a
+torch.multiprocessing queue), a forked child dropping its copy, or interpreter exit leaves the buffer held and its
+worker to fresh memory, as before. Under torch's 'file_system' sharing strategy nothing is reused (a segment
+there outlives a worker that ends by ``os._exit``).
 
 Invariants: a buffer is written again only after the main process's last reference to its previous contents
-died (the ticket is unique per batch, so a late release of an earlier batch frees nothing); the pixels, dtypes and
-shapes are those of fresh buffers (a tensor is a view of its buffer's first bytes; the buffer ends with a trailer:
-magic, the owner's token, the table index, the ticket); the main process receives plain tuples. Outside a worker
-buffers are ordinary memory and batches plain tuples. Drawing tickets uses no seeded random stream.
+died, in that process, without its storage having been sent on (the ticket is unique per batch, so a late release
+of an earlier batch frees nothing); the pixels, dtypes and shapes are those of fresh buffers (a tensor is a view
+of its buffer's first bytes; the buffer ends with a trailer: magic, the owner's token, the table index, the
+ticket; a saved or deep-copied batch carries those bytes too); the main process receives plain tuples. Outside a
+worker buffers are ordinary memory and batches plain tuples. Drawing tickets uses no seeded random stream.
 """
 from __future__ import annotations
 
 import os
 import weakref
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.multiprocessing import reductions
 
 MAGIC = 0x3153_4655_4248_4354  # the trailer's first int64: marks a buffer this module made
 TRAILER_BYTES = 4 * 8  # magic, owner's token, index in the owner's table, ticket
 ROLES = ('images', 'targets')  # each its own buffers: a batch's two tensors never compete for a slot
 
 _OWNERS: 'weakref.WeakValueDictionary[int, BatchBuffers]' = weakref.WeakValueDictionary()  # token -> made here
+_WATCHED: Dict[int, Tuple[int, weakref.finalize]] = {}  # a watched storage's data_ptr -> (ticket, its finalizer)
 
 
 def _random_int63() -> int:
@@ -44,10 +51,11 @@ class BatchBuffers:
 
     def __init__(self, workers: int, slots: int = 4) -> None:
         self.workers, self.slots = max(1, workers), slots
-        self.token = _random_int63()
+        self.token, self.pid = _random_int63(), os.getpid()
         self.released = torch.zeros(self.workers * len(ROLES) * slots, dtype=torch.int64).share_memory_()
         self._pools: Dict[str, _WorkerPool] = {}
         _OWNERS[self.token] = self
+        _sent_on_storages_are_kept()
 
     def __getstate__(self) -> Dict[str, Any]:
         return {**self.__dict__, '_pools': {}}
@@ -59,7 +67,9 @@ class BatchBuffers:
         info = torch.utils.data.get_worker_info()
         if info is None:
             return torch.UntypedStorage(nbytes)
-        if info.id >= self.workers:
+        if info.id >= self.workers or torch.multiprocessing.get_sharing_strategy() != 'file_descriptor':
+            # 'file_system' segments live until every holder frees them: a worker ending by os._exit never does,
+            # so its buffers would stay in /dev/shm until the main process exits
             return torch.UntypedStorage._new_shared(nbytes)
         pool = self._pools.get(role)
         if pool is None or pool.pid != os.getpid():
@@ -68,9 +78,15 @@ class BatchBuffers:
         return pool.take(nbytes)
 
     def watch(self, storage: torch.UntypedStorage, index: int, ticket: int) -> None:
-        """Free buffer ``index`` (sent with ``ticket``) when ``storage``, its contents received here, dies."""
-        if 0 <= index < self.released.numel():
-            weakref.finalize(storage, _release, self.released.numpy(), index, ticket)
+        """Free buffer ``index`` (sent with ``ticket``) when ``storage``, its contents received here, dies: only in
+        the process that made this object (a forked child dropping its copy frees nothing), not at interpreter exit
+        (workers may still run), and never once the storage has been sent on to another process."""
+        if os.getpid() != self.pid or not 0 <= index < self.released.numel():
+            return
+        key = storage.data_ptr()
+        finalizer = weakref.finalize(storage, _release, self.released.numpy(), index, ticket, self.pid, key)
+        finalizer.atexit = False
+        _WATCHED[key] = (ticket, finalizer)
 
 
 class _WorkerPool:
@@ -120,8 +136,26 @@ def read_trailer(storage: torch.UntypedStorage) -> Optional[Tuple[int, int, int]
     return (token, index, ticket) if magic == MAGIC else None
 
 
-def _release(table: np.ndarray, index: int, ticket: int) -> None:
+def _release(table: np.ndarray, index: int, ticket: int, owner_pid: int, key: int) -> None:
+    if os.getpid() != owner_pid:
+        return
+    if _WATCHED.get(key, (None,))[0] == ticket:
+        del _WATCHED[key]
     table[index] = ticket
+
+
+def _sent_on_storages_are_kept() -> None:
+    """Storages pickled for another process (a torch.multiprocessing queue) are not watched any more: that process
+    may read them after this one drops them. torch's own reduction does the rest."""
+    if ForkingPickler._extra_reducers.get(torch.UntypedStorage) is not _reduce_storage:
+        ForkingPickler.register(torch.UntypedStorage, _reduce_storage)
+
+
+def _reduce_storage(storage: torch.UntypedStorage) -> Any:
+    entry = _WATCHED.pop(storage.data_ptr(), None)
+    if entry is not None:
+        entry[1].detach()
+    return reductions.reduce_storage(storage)
 
 
 def batch_view(storage: torch.UntypedStorage, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
