@@ -149,7 +149,7 @@ if [ "$part" = dose ]; then  # the 16-epoch arm from main's folder when it is he
     jsons=()
     for f in "${folders[@]}"; do IFS='|' read -r name _ <<< "$f"; [ -f "$out/sweep-$name.json" ] && jsons+=("$out/sweep-$name.json"); done
     [ -f "$runs/$main_name/sweep.json" ] && jsons+=("$runs/$main_name/sweep.json")
-    $py -c "import sys; from timm_alexnet_split.sweep import write_dose; write_dose(sys.argv[2:], sys.argv[1], 2, range(10, 15))" \
+    $py -c "import sys; from timm_alexnet_split.sweep import dose_main; sys.exit(dose_main(sys.argv[1:]))" \
         "$out" "${jsons[@]}" || status=1
 fi
 tar czf "$out/runs-$part.tar.gz" -C "$runs" "${members[@]}" || status=1
@@ -164,8 +164,8 @@ done
 echo "== at home, to pool parts: mkdir -p POOL && tar xzf runs-main-a.tar.gz -C POOL && tar xzf runs-main-b.tar.gz -C POOL"
 echo "   timm-alexnet-split sweep --no-train --recipe recipes/demo_hard.yaml --towers 1 2 3 4 --first-seed 10 --seeds 10 \\"
 echo "       --out POOL/$main_name -- --epochs $epochs --workers 1"
-echo "   dose with the 16-epoch arm: python -c 'import sys; from timm_alexnet_split.sweep import write_dose; \\"
-echo "       write_dose(sys.argv[2:], sys.argv[1], 2, range(10, 15))' DOSE_DIR sweep-demo-hard-e*.json POOL/$main_name/sweep.json"
+echo "   dose with the 16-epoch arm: python -c 'import sys; from timm_alexnet_split.sweep import dose_main; \\"
+echo "       sys.exit(dose_main(sys.argv[1:]))' DOSE_DIR sweep-demo-hard-e*.json POOL/$main_name/sweep.json"
 ls -l "$out"
 echo "fetch: ${fetch[*]}"
 exit $status

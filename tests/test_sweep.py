@@ -365,3 +365,14 @@ def test_dose_response_reads_each_sweeps_epochs_and_rates(tmp_path, capsys, no_c
     assert table[0]['split_learned_wilson_low'] == ''  # no learned run: no interval, not 0
     assert (tmp_path / 'dose' / 'dose.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '4 epochs: 3 runs with 2 towers; learned 0 of 3' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('content', [None, b'{"runs": [', b'[1, 2]', b'\xff\xfe'])
+def test_the_dose_entry_of_the_gpu_script_refuses_a_bad_sweep_file_in_one_line(tmp_path, capsys, content):
+    path = tmp_path / 'sweep.json'
+    if content is not None:
+        path.write_bytes(content)
+    assert sweep.dose_main([str(tmp_path / 'dose'), str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('dose: error: ') and str(path) in err and '\n' not in err and 'Traceback' not in err
+    assert not (tmp_path / 'dose').exists()

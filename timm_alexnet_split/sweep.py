@@ -27,7 +27,7 @@ import yaml
 
 from . import run_files as RF
 from .atomic import replace_when_done
-from .errors import UserError
+from .errors import UserError, one_line
 from .kernels.files import clean
 from .train.rundir import completed_epochs
 
@@ -796,11 +796,32 @@ def _dose_csv_row(row: Dict[str, Any]) -> Dict[str, str]:
     return out
 
 
+def _sweep_json(path: Path) -> Dict[str, Any]:
+    """A sweep.json's contents; UserError (one line) for a missing, unreadable or non-JSON file."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f'cannot read the sweep file {path}: {one_line(e)}') from None
+    if not isinstance(doc, dict):
+        raise UserError(f'{path} is not a sweep.json (its JSON is not an object)')
+    return doc
+
+
+def dose_main(argv: Sequence[str]) -> int:
+    """``python -c`` entry for scripts: write_dose(argv[1:], argv[0], 2, seeds 10-14); one line and 2 on bad input."""
+    try:
+        write_dose(argv[1:], argv[0], 2, range(10, 15))
+    except UserError as e:
+        print(f'dose: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
 def write_dose(paths: Sequence[str], out: str, towers: int = 2,
                seeds: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
     """dose.csv and dose.png in ``out`` from several sweeps' sweep.json (one per epoch count; runs of ``seeds`` only,
     None: all); prints one line per epoch count and returns the rows."""
-    docs = [(str(p), json.loads(Path(p).read_text())) for p in paths]
+    docs = [(str(p), _sweep_json(Path(p))) for p in paths]
     rows = dose_rows(docs, towers, seeds)
     if not rows:
         raise UserError(f'no run with {towers} towers in {", ".join(map(str, paths))}: no dose-response to write')
