@@ -79,8 +79,13 @@ def test_without_simplejpeg_pil_decodes_the_same(photo, monkeypatch):
 def test_cpu_decoding_from_shards_decodes_with_it(photo, monkeypatch):
     data = [_jpeg(photo.rotate(k * 90)) for k in range(4)]
     calls = []
-    monkeypatch.setattr(shard_reader, 'decode_rgb', lambda d, mode: calls.append(mode) or jpeg.decode_rgb(d, mode))
+    monkeypatch.setattr(shard_reader, 'decode_rgb',
+                        lambda d, mode, array: calls.append((mode, array)) or jpeg.decode_rgb(d, mode, array))
     reader = shard_reader.ShardSamples('/x', {'filenames': ['a.tar'], 'shard_lengths': [4]}, 2, 0)
     monkeypatch.setattr(reader, 'samples', lambda g: iter([(d, i) for i, d in enumerate(data)]))
-    images = [np.asarray(im) for im, _ in reader]
-    assert calls == ['RGB'] * 4 and all(np.array_equal(a, _pil(d)) for a, d in zip(images, data))
+    images = [im for im, _ in reader]
+    assert calls == [('RGB', False)] * 4 and all(isinstance(im, Image.Image) for im in images)
+    assert all(np.array_equal(np.asarray(a), _pil(d)) for a, d in zip(images, data))
+    reader.arrays = True  # for the trainer's PaperCrop: simplejpeg's own arrays, the same pixels
+    arrays = [im for im, _ in reader]
+    assert all(isinstance(a, np.ndarray) and np.array_equal(a, _pil(d)) for a, d in zip(arrays, data))

@@ -238,3 +238,30 @@ def test_the_trainers_loaders_get_their_batch_buffers_back_through_timms_prefetc
             assert int(buffers.released.count_nonzero()) > 0  # a batch dropped: its worker was told
     finally:
         loaders.shut_down_workers(loader)
+
+
+PLAIN_AUG = ['--paper-crop', '--color-jitter', '0', '--hflip', '0.5', '--vflip', '0.5', '--reprob', '0', '-b', '4',
+             '--workers', '2', '--device', 'cpu', '--seed', '1']
+
+
+@pytest.mark.parametrize('crop_pct', [0.875, 0.9])  # shards at 36 px: 0.875 crops them as they are, 0.9 resizes
+def test_shard_pixels_cropped_as_arrays_give_the_batches_pil_images_gave(shards, monkeypatch, crop_pct):
+    """The paper crop and flips on the decoded array (no PIL copies) draw and give exactly what they did on PIL
+    images; any other step after them (colour jitter here) keeps the PIL images."""
+    monkeypatch.setitem(CFG, 'crop_pct', crop_pct)
+    data = ['--dataset', 'wds/s', '--data-dir', str(shards), '--val-split', '']
+    arrays = _loader([*data, *PLAIN_AUG], True, monkeypatch)
+    assert arrays.dataset.reader.arrays
+    monkeypatch.setattr(loaders, '_EXACT_ON_TENSORS', ())
+    pil = _loader([*data, *PLAIN_AUG], True, monkeypatch)
+    assert not pil.dataset.reader.arrays
+    try:
+        a, b = _epochs(arrays, range(2)), _epochs(pil, range(2))
+        assert all(_same(x, y) for x, y in zip(a, b)) and len(a[0]) > 1
+    finally:
+        loaders.shut_down_workers(arrays)
+        loaders.shut_down_workers(pil)
+    monkeypatch.undo()
+    jitter = _loader([*data, *AUG], True, monkeypatch)
+    assert not jitter.dataset.reader.arrays
+    loaders.shut_down_workers(jitter)

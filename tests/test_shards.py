@@ -365,7 +365,9 @@ byte_means = []
 for data, _ in sb:
     images, _ = decode.decode_batch(data, torch.device('cpu'))
     byte_means += [img.float().mean().item() for img in images]
-print('RESULT ' + json.dumps({'rank': rank, 'timm': timm_means, 'bytes': byte_means, 'len': [len(loader), len(sb)]}))
+line = 'RESULT ' + json.dumps({'rank': rank, 'timm': timm_means, 'bytes': byte_means, 'len': [len(loader), len(sb)]})
+sys.stdout.write(line + '\\n')  # one write: print's two could interleave with the other rank's line
+sys.stdout.flush()
 '''
 
 

@@ -58,13 +58,14 @@ def make_folder(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 def _transform(draft: bool, decode: Optional[Callable] = None) -> Callable:
     """JPEG bytes -> the paper's training crop as a uint8 tensor; decoded by ``decode`` (default PIL, or PIL's
-    draft mode with ``draft``)."""
+    draft mode with ``draft``; a decoder may give arrays, which PaperCrop takes as the trainer's does)."""
+    from timm.data.transforms import MaybePILToTensor
     from torchvision import transforms
 
     from .data.decode import DraftDecode
     from .train.loaders import PaperCrop
     steps = [DraftDecode(256) if draft else (decode or _full_decode)]
-    steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
+    steps += [PaperCrop((224, 224), 0.875), transforms.RandomHorizontalFlip(), MaybePILToTensor()]
     return transforms.Compose(steps)
 
 
@@ -96,13 +97,16 @@ def _run_files(args: Tuple[List[str], bool]) -> int:
 
 
 def _run_shards(args: Tuple[List[str], bool]) -> int:
-    """The shards' pipeline, decoded as the trainer decodes shard samples (jpeg.decode_rgb)."""
+    """The shards' pipeline, decoded and cropped as the trainer does shard samples (jpeg.decode_rgb's arrays,
+    cropped as tensor views)."""
+    import functools
+
     from .data.jpeg import decode_rgb
     from .data.shards import read_shard
     files, _ = args
     n = 0
     with _one_thread():
-        tf = _transform(False, decode_rgb)
+        tf = _transform(False, functools.partial(decode_rgb, array=True))
         for f in files:
             for s in read_shard(Path(f)):
                 tf(s['jpg'])

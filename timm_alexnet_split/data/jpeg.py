@@ -59,14 +59,17 @@ def decoder_name() -> str:
     return 'simplejpeg (libjpeg-turbo)' if _simplejpeg() is not None else 'PIL'
 
 
-def decode_rgb(data: bytes, mode: str = 'RGB') -> Image.Image:
-    """The image in ``data`` as a PIL image of ``mode``: JPEGs decoded by simplejpeg when ``mode`` is RGB."""
+def decode_rgb(data: bytes, mode: str = 'RGB', array: bool = False) -> Any:
+    """The image in ``data`` as a PIL image of ``mode``: JPEGs decoded by simplejpeg when ``mode`` is RGB. With
+    ``array``, what simplejpeg decodes is returned as its (H, W, 3) uint8 array (the same pixels, without the
+    copy into a PIL image); what PIL decodes is still a PIL image."""
     simplejpeg = _simplejpeg() if mode == 'RGB' and data[:2] == b'\xff\xd8' else None
     if simplejpeg is not None:
         try:
             h, w, space, _ = simplejpeg.decode_jpeg_header(data)
             if space in _SAME_AS_PIL and (Image.MAX_IMAGE_PIXELS is None or h * w <= Image.MAX_IMAGE_PIXELS):
-                return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace='RGB'), 'RGB')
+                pixels = simplejpeg.decode_jpeg(data, colorspace='RGB')
+                return pixels if array else Image.fromarray(pixels, 'RGB')
         except ValueError:  # a broken file (libjpeg-turbo stops at any corrupt data): PIL's decoder, and its verdict
             pass
     return Image.open(io.BytesIO(data)).convert(mode)

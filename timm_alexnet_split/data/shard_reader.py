@@ -240,7 +240,10 @@ class ShardSamples(DealtShards):
     class index), as many as make whole batches (with several processes: the fewest whole batches any reader
     has); images decoded by jpeg.decode_rgb (PIL's pixels at libjpeg-turbo's speed). Unlike timm's wds reader,
     no sample is drawn twice; ``dropped`` samples per epoch are left out (fewer than one batch per reader when one
-    process trains), exactly."""
+    process trains), exactly. ``arrays``: what simplejpeg decodes is yielded as its (H, W, 3) uint8 array instead
+    of a PIL image (for a transform that takes arrays, the trainer's PaperCrop; set before the workers start)."""
+
+    arrays = False
 
     def __init__(self, root: str, entry: Dict[str, object], batch_size: int, workers: int, seed: int = 42,
                  rank: int = 0, world: int = 1, img_mode: str = 'RGB') -> None:
@@ -267,7 +270,7 @@ class ShardSamples(DealtShards):
     def __iter__(self) -> Iterator[Tuple[Any, int]]:
         g = self.reader_id()
         for _, (data, target) in zip(range(self.quota(g)), self.samples(g)):
-            yield decode_rgb(data, self.img_mode), target
+            yield decode_rgb(data, self.img_mode, self.arrays), target
 
     def filenames(self, basename: bool = False, absolute: bool = False) -> List[str]:
         return [os.path.basename(f) if basename else f for f in self.files]

@@ -9,11 +9,13 @@ import os
 import signal
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image
 from timm.data import create_loader
 from timm.data.distributed_sampler import OrderedDistributedSampler
-from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
+from timm.data.transforms import MaybePILToTensor, RandomResizedCropAndInterpolation, str_to_interp_mode
 from torchvision import transforms
 
 from ..data.batch_buffers import BatchBuffers
@@ -112,16 +114,25 @@ def shut_down_workers(*loaders: Any) -> None:
 
 
 class PaperCrop:
-    """The paper's training crop: shorter side to ``size / crop_pct`` (256 for 224), centre square, random crop."""
+    """The paper's training crop: shorter side to ``size / crop_pct`` (256 for 224), centre square, random crop.
+
+    Takes a PIL image, or an (H, W, 3) uint8 array (jpeg.decode_rgb's ``array``): an array whose shorter side is
+    already the target (our 256-px shards) is cropped as a (3, h, w) tensor view of its pixels, with the same random
+    draws and pixels as its PIL image (resizing to its own size changes nothing), without the copies; other arrays
+    become PIL images first."""
 
     def __init__(self, size: Tuple[int, int], crop_pct: float, interpolation: str = 'bilinear') -> None:
-        scale = int(math.floor(max(size) / crop_pct))
+        self.scale = int(math.floor(max(size) / crop_pct))
         self.size = tuple(size)
-        self.resize = transforms.Resize(scale, interpolation=str_to_interp_mode(interpolation))
-        self.square = transforms.CenterCrop(scale)
+        self.resize = transforms.Resize(self.scale, interpolation=str_to_interp_mode(interpolation))
+        self.square = transforms.CenterCrop(self.scale)
         self.crop = transforms.RandomCrop(self.size)
 
     def __call__(self, img: Any) -> Any:
+        if isinstance(img, np.ndarray):
+            if min(img.shape[:2]) == self.scale:
+                return self.crop(self.square(torch.from_numpy(img).permute(2, 0, 1)))
+            img = Image.fromarray(img)
         return self.crop(self.square(self.resize(img)))
 
     def __repr__(self) -> str:
@@ -143,13 +154,22 @@ class TenCrop:
         return torch.stack([TF.pil_to_tensor(c) for c in TF.ten_crop(img, list(self.size))])
 
 
+# Steps that give the same pixels on a uint8 tensor as on a PIL image (flips; timm's to-tensor passes tensors)
+_EXACT_ON_TENSORS = (transforms.RandomHorizontalFlip, transforms.RandomVerticalFlip, MaybePILToTensor)
+
+
 def _use_paper_crop(loader: Any, data_config: Dict[str, Any], interpolation: str) -> None:
+    """timm's random-resized crop replaced by PaperCrop. When the paper crop comes first and every step after it
+    gives the same pixels on tensors, our shards' reader hands it arrays (ShardSamples.arrays: no PIL copies)."""
     tf = loader.dataset.transform
     steps = getattr(tf, 'transforms', None)
     idx = [i for i, t in enumerate(steps or []) if isinstance(t, RandomResizedCropAndInterpolation)]
     if not idx:
         raise UserError("--paper-crop: timm's training transform has no random-resized crop to replace")
     steps[idx[0]] = PaperCrop(tuple(data_config['input_size'][1:]), data_config['crop_pct'], interpolation)
+    reader = getattr(loader.dataset, 'reader', None)
+    if isinstance(reader, ShardSamples) and idx[0] == 0 and all(isinstance(t, _EXACT_ON_TENSORS) for t in steps[1:]):
+        reader.arrays = True
 
 
 def gpu_decode_problems(args: Any) -> List[str]:
