@@ -89,3 +89,7 @@ def test_cpu_decoding_from_shards_decodes_with_it(photo, monkeypatch):
     reader.arrays = True  # for the trainer's PaperCrop: simplejpeg's own arrays, the same pixels
     arrays = [im for im, _ in reader]
     assert all(isinstance(a, np.ndarray) and np.array_equal(a, _pil(d)) for a, d in zip(arrays, data))
+    data[1] = _jpeg(photo.convert('CMYK'))  # what PIL decodes stays a PIL image, in arrays mode too
+    mixed = [im for im, _ in reader]
+    assert isinstance(mixed[1], Image.Image) and np.array_equal(np.asarray(mixed[1]), _pil(data[1]))
+    assert [isinstance(im, np.ndarray) for im in mixed] == [True, False, True, True]

@@ -7,10 +7,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from timm.data.loader import fast_collate
 from trainhelp import make_folder
 
 from timm_alexnet_split import cli, train
+from timm_alexnet_split.data import jpeg
 from timm_alexnet_split.data.collate import collate_uint8
 from timm_alexnet_split.train import loaders
 
@@ -241,27 +243,50 @@ def test_the_trainers_loaders_get_their_batch_buffers_back_through_timms_prefetc
 
 
 PLAIN_AUG = ['--paper-crop', '--color-jitter', '0', '--hflip', '0.5', '--vflip', '0.5', '--reprob', '0', '-b', '4',
-             '--workers', '2', '--device', 'cpu', '--seed', '1']
+             '--device', 'cpu', '--seed', '1']
 
 
-@pytest.mark.parametrize('crop_pct', [0.875, 0.9])  # shards at 36 px: 0.875 crops them as they are, 0.9 resizes
-def test_shard_pixels_cropped_as_arrays_give_the_batches_pil_images_gave(shards, monkeypatch, crop_pct):
+@pytest.fixture(scope='module')
+def wide_shards(module_tmp):
+    """Shards of 47 x 36 images (--keep-aspect): the centre square's offset, 5.5, is rounded (to 6)."""
+    folder = make_folder(module_tmp / 'wide', {'train': 4}, size=(47, 36))
+    out = module_tmp / 'wide-shards'
+    assert cli.main(['prepare-shards', str(folder), str(out), '--size', '36', '--keep-aspect', '--shard-size', '3',
+                     '--workers', '1']) == 0
+    return out
+
+
+@pytest.mark.parametrize('crop_pct, workers, layout', [(0.875, 2, []), (0.875, 0, ['--channels-last']),
+                                                       (0.9, 2, [])])  # 36 px: 0.875 crops as is, 0.9 resizes
+def test_shard_pixels_cropped_as_arrays_give_the_batches_pil_images_gave(wide_shards, monkeypatch, crop_pct, workers,
+                                                                          layout):
     """The paper crop and flips on the decoded array (no PIL copies) draw and give exactly what they did on PIL
     images; any other step after them (colour jitter here) keeps the PIL images."""
     monkeypatch.setitem(CFG, 'crop_pct', crop_pct)
-    data = ['--dataset', 'wds/s', '--data-dir', str(shards), '--val-split', '']
-    arrays = _loader([*data, *PLAIN_AUG], True, monkeypatch)
+    argv = ['--dataset', 'wds/s', '--data-dir', str(wide_shards), '--val-split', '', *PLAIN_AUG,
+            '--workers', str(workers), *layout]
+    arrays = _loader(argv, True, monkeypatch)
     assert arrays.dataset.reader.arrays
-    monkeypatch.setattr(loaders, '_EXACT_ON_TENSORS', ())
-    pil = _loader([*data, *PLAIN_AUG], True, monkeypatch)
-    assert not pil.dataset.reader.arrays
+    if crop_pct == 0.875:  # the arrays are cropped as they are: no PIL image is made of them
+        assert jpeg.decoder_name().startswith('simplejpeg')  # its first-use check (which uses PIL) done here
+        monkeypatch.setattr(Image, 'fromarray', lambda *a, **k: (_ for _ in ()).throw(AssertionError('PIL used')))
     try:
-        a, b = _epochs(arrays, range(2)), _epochs(pil, range(2))
-        assert all(_same(x, y) for x, y in zip(a, b)) and len(a[0]) > 1
+        a = _epochs(arrays, range(2))
     finally:
         loaders.shut_down_workers(arrays)
-        loaders.shut_down_workers(pil)
     monkeypatch.undo()
-    jitter = _loader([*data, *AUG], True, monkeypatch)
+    monkeypatch.setitem(CFG, 'crop_pct', crop_pct)
+    monkeypatch.setattr(loaders, '_EXACT_ON_TENSORS', ())
+    pil = _loader(argv, True, monkeypatch)
+    assert not pil.dataset.reader.arrays
+    try:
+        b = _epochs(pil, range(2))
+    finally:
+        loaders.shut_down_workers(pil)
+    assert all(_same(x, y) for x, y in zip(a, b)) and len(a[0]) > 1
+    assert a[0][0][0].shape[1:] == (3, 32, 32) and a[0][0][0].is_contiguous(
+        memory_format=torch.channels_last if layout else torch.contiguous_format)
+    monkeypatch.undo()
+    jitter = _loader(['--dataset', 'wds/s', '--data-dir', str(wide_shards), '--val-split', '', *AUG], True, monkeypatch)
     assert not jitter.dataset.reader.arrays
     loaders.shut_down_workers(jitter)

@@ -130,7 +130,7 @@ class PaperCrop:
 
     def __call__(self, img: Any) -> Any:
         if isinstance(img, np.ndarray):
-            if min(img.shape[:2]) == self.scale:
+            if img.ndim == 3 and min(img.shape[:2]) == self.scale:
                 return self.crop(self.square(torch.from_numpy(img).permute(2, 0, 1)))
             img = Image.fromarray(img)
         return self.crop(self.square(self.resize(img)))
