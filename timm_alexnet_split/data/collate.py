@@ -29,13 +29,12 @@ def _empty_batch(shape: Sequence[int], channels_last: bool, buffers: Optional[Ba
     b, c, h, w = shape
     stored = (b, h, w, c) if channels_last else (b, c, h, w)
     if buffers is not None:
-        out = batch_view(buffers.storage(b * c * h * w), stored, torch.uint8)
+        storage = buffers.storage(b * c * h * w)
     elif torch.utils.data.get_worker_info() is not None:
         storage = torch.UntypedStorage._new_shared(b * c * h * w)
-        flat = torch.empty(0, dtype=torch.uint8).set_(storage)
-        out = flat.view(stored)
     else:
-        out = torch.empty(stored, dtype=torch.uint8)
+        storage = torch.UntypedStorage(b * c * h * w)
+    out = batch_view(storage, stored, torch.uint8)
     return out.permute(0, 3, 1, 2) if channels_last else out
 
 
@@ -70,7 +69,7 @@ def _is_uint8(image: Any) -> bool:
 def collate_uint8(batch: List[Tuple[Any, Any]], channels_last: bool = False,
                   buffers: Optional[BatchBuffers] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (B, C, H, W), targets) from (image, target, ...) items, as timm's fast_collate makes them;
-    the images in one of ``buffers``' when given (batch_buffers.py)."""
+    the images and class indices in ``buffers``' when given (batch_buffers.py)."""
     if not _fast_case(batch):
         return fast_collate(batch)
     targets = _targets([item[1] for item in batch], buffers)  # further fields dropped, as timm's
