@@ -284,9 +284,53 @@ def test_shard_pixels_cropped_as_arrays_give_the_batches_pil_images_gave(wide_sh
     finally:
         loaders.shut_down_workers(pil)
     assert all(_same(x, y) for x, y in zip(a, b)) and len(a[0]) > 1
-    assert a[0][0][0].shape[1:] == (3, 32, 32) and a[0][0][0].is_contiguous(
-        memory_format=torch.channels_last if layout else torch.contiguous_format)
+    # NHWC in memory whatever --channels-last says (loaders.WORKER_BATCHES_NHWC: the step puts it in the model's)
+    assert a[0][0][0].shape[1:] == (3, 32, 32) and a[0][0][0].is_contiguous(memory_format=torch.channels_last)
     monkeypatch.undo()
     jitter = _loader(['--dataset', 'wds/s', '--data-dir', str(wide_shards), '--val-split', '', *AUG], True, monkeypatch)
     assert not jitter.dataset.reader.arrays
     loaders.shut_down_workers(jitter)
+
+
+class _Records(torch.nn.Module):
+    """A model that notes the memory layout of each batch it is given (and returns logits for 3 classes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 3)
+        self.layouts = []
+
+    def forward(self, x):
+        self.layouts.append('nchw' if x.is_contiguous() else 'nhwc' if
+                            x.is_contiguous(memory_format=torch.channels_last) else 'other')
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_the_workers_nhwc_batches_reach_the_model_in_its_own_layout(folder, monkeypatch, channels_last):
+    """The workers' uint8 batches are NHWC in memory with or without --channels-last (one straight copy of each
+    decoded HWC image); training and evaluation hand the model NCHW, or channels_last when asked, with the same
+    values."""
+    from types import SimpleNamespace
+
+    from timm_alexnet_split.train import loop
+    argv = ['--data-dir', str(folder), *AUG] + (['--channels-last'] if channels_last else [])
+    args = train.parse_args(argv)
+    args.distributed, args.world_size, args.rank, args.prefetcher = False, 1, 0, True
+    train_ds, eval_ds, _ = train.data.build_datasets(args)
+    loader, loader_eval = loaders.build_loaders(args, CFG, torch.device('cpu'), train_ds, eval_ds, torch.float32)
+    try:
+        x, y = next(iter(loaders._torch_loader(loader)))
+        assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        model = _Records()
+        step = SimpleNamespace(args=args, pca=None, device=torch.device('cpu'), model_dtype=torch.float32)
+        batch = next(iter(loader))[0]  # through timm's prefetcher: normalised, still NHWC
+        given, _ = loop._prepare_batch(step, batch, y)
+        assert torch.equal(given, batch)
+        model(given)
+        loop.evaluate(model, loader_eval, torch.nn.CrossEntropyLoss(), torch.device('cpu'),
+                      channels_last=channels_last)
+    finally:
+        loaders.shut_down_workers(loader)
+    want = 'nhwc' if channels_last else 'nchw'
+    assert len(model.layouts) > 1 and set(model.layouts) == {want}

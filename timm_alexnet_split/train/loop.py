@@ -153,14 +153,20 @@ def train_one_epoch(epoch: int, loader: Any, step: TrainStep) -> 'OrderedDict[st
 
 
 def _prepare_batch(step: TrainStep, input: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """On the device (without the prefetcher), PCA lighting, channels_last."""
+    """On the device (without the prefetcher), PCA lighting, in the model's layout."""
     if not step.args.prefetcher:
         input, target = input.to(device=step.device, dtype=step.model_dtype), target.to(device=step.device)
     if step.pca is not None:
         input = step.pca(input)
-    if step.args.channels_last:
-        input = input.contiguous(memory_format=torch.channels_last)
-    return input, target
+    return in_model_layout(input, step.args.channels_last), target
+
+
+def in_model_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch (B, C, H, W) in the model's memory layout: channels_last, or contiguous NCHW. The loader workers'
+    batches are NHWC in memory whatever the model's layout (loaders.WORKER_BATCHES_NHWC: the decoded pixels' own
+    order), so this is where a model without --channels-last gets NCHW (a copy on the device; none when the batch
+    is in the model's layout already)."""
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _train_step(step: TrainStep, input: torch.Tensor, target: torch.Tensor, epoch: int, batch_idx: int, accum: int,
@@ -273,8 +279,7 @@ def evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module, device: torch.de
                 x, target = input.to(device=device, dtype=model_dtype), target.to(device)
             else:
                 x = input
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = in_model_layout(x, channels_last)
             with amp_autocast():
                 output = model(x)
             if isinstance(output, (tuple, list)):
