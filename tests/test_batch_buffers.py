@@ -66,9 +66,10 @@ def test_a_batch_the_main_process_keeps_is_never_written_again():
         assert torch.equal(x, want_x) and torch.equal(y, want_y), f'batch {i} was overwritten'
 
 
-@pytest.mark.parametrize('persistent', [False, True])
-def test_batches_kept_across_epochs_and_worker_restarts_stay_intact(persistent):
-    loader = _loader(BatchBuffers(2, slots=3), n=32 * 9, workers=2, persistent_workers=persistent)
+@pytest.mark.parametrize('persistent, keep_mapped', [(False, False), (True, False), (True, True), (False, True)])
+def test_batches_kept_across_epochs_and_worker_restarts_stay_intact(persistent, keep_mapped):
+    loader = _loader(BatchBuffers(2, slots=3, keep_mapped=keep_mapped), n=32 * 9, workers=2,
+                     persistent_workers=persistent)
     kept = []
     for epoch in range(3):
         for i, (x, y) in enumerate(loader):
@@ -80,9 +81,11 @@ def test_batches_kept_across_epochs_and_worker_restarts_stay_intact(persistent):
         assert torch.equal(x, want_x) and torch.equal(y, want_y), f'a kept batch {i} was overwritten'
 
 
-def test_batches_from_reused_buffers_equal_fresh_ones_over_epochs_and_a_short_last_batch():
+@pytest.mark.parametrize('keep_mapped', [False, True])
+def test_batches_from_reused_buffers_equal_fresh_ones_over_epochs_and_a_short_last_batch(keep_mapped):
     fresh = _loader(None, n=32 * 5 + 7, workers=2)
-    reused = _loader(BatchBuffers(2, slots=5), n=32 * 5 + 7, workers=2, persistent_workers=True)
+    reused = _loader(BatchBuffers(2, slots=5, keep_mapped=keep_mapped), n=32 * 5 + 7, workers=2,
+                     persistent_workers=True)
     for _ in range(3):
         got = [(x.clone(), y.clone()) for x, y in reused]
         want = list(fresh)
@@ -221,3 +224,59 @@ def test_no_reuse_under_the_file_system_sharing_strategy(as_worker):
     finally:
         torch.multiprocessing.set_sharing_strategy(before)
     assert read_trailer(storage) is None and storage.is_shared()
+
+
+def _descriptors_received(monkeypatch):
+    """Counts the file descriptors this process fetches from a worker (a socket round trip each)."""
+    from multiprocessing import resource_sharer
+    calls = []
+    detach = resource_sharer.DupFd.detach
+
+    def counted(self):
+        calls.append(1)
+        return detach(self)
+    monkeypatch.setattr(resource_sharer.DupFd, 'detach', counted)
+    return calls
+
+
+@pytest.mark.skipif(torch.multiprocessing.get_sharing_strategy() != 'file_descriptor',
+                    reason='descriptors cross only under the file_descriptor strategy')
+@pytest.mark.parametrize('keep_mapped', [False, True])
+def test_with_keep_mapped_a_reused_buffer_crosses_without_its_descriptor(monkeypatch, keep_mapped):
+    calls = _descriptors_received(monkeypatch)
+    loader = _loader(BatchBuffers(1, slots=5, keep_mapped=keep_mapped), n=32 * 12, persistent_workers=True,
+                     timeout=120)
+    for _ in range(3):
+        for i, (x, y) in enumerate(loader):
+            want_x, want_y = _expected(32 * i, 32)
+            assert torch.equal(x, want_x) and torch.equal(y, want_y)
+    if keep_mapped:  # images and targets: at most one descriptor per slot, the first time it is sent
+        assert 0 < len(calls) <= 2 * 5
+    else:
+        assert len(calls) == 2 * 12 * 3
+
+
+def test_a_reference_resolves_only_to_the_buffer_mapped_with_its_ticket():
+    """A reference is checked against the ticket in the mapped buffer's own trailer: never another batch's bytes."""
+    buffers = BatchBuffers(1, slots=1, keep_mapped=True)
+    (x,) = batch_buffers._received((_as_received(buffers, ticket=1234),))
+    assert not x.untyped_storage().is_shared()  # handed on over a new storage; the mapped buffer is kept
+    ref = batch_buffers.Mapped(buffers.token, 0, 1234, torch.uint8, (8, 8), (8, 1), 0)
+    (again,) = batch_buffers._received((ref,))
+    assert again.shape == (8, 8) and again.data_ptr() == x.data_ptr()
+    for bad in (ref._replace(ticket=999), ref._replace(index=1), ref._replace(token=buffers.token ^ 1)):
+        with pytest.raises(RuntimeError, match='without its descriptor'):
+            batch_buffers._received((bad,))
+
+
+def test_a_batch_handed_on_over_a_mapped_buffer_frees_it_when_its_last_view_dies():
+    buffers = BatchBuffers(1, slots=1, keep_mapped=True)
+    (x,) = batch_buffers._received((_as_received(buffers, ticket=1234),))
+    view = x[8:]
+    del x
+    assert buffers.released[0] == 0
+    del view
+    assert buffers.released[0] == 1234  # the kept mapping does not hold the batch
+    (y,) = batch_buffers._received((batch_buffers.Mapped(buffers.token, 0, 1234, torch.uint8, (64,), (1,), 0),))
+    assert buffers.released[0] == 1234  # (the same ticket again: nothing new to free until y dies)
+    del y

@@ -14,19 +14,30 @@ torch.multiprocessing queue), a forked child dropping its copy, or interpreter e
 worker to fresh memory, as before. Under torch's 'file_system' sharing strategy nothing is reused (a segment
 there outlives a worker that ends by ``os._exit``).
 
+With ``keep_mapped`` (workers that persist across epochs), the main process keeps each buffer mapped once it has
+received it, and a worker sends a buffer the main process has freed before without its file descriptor: as a
+:class:`Mapped` reference (the buffer's table index and ticket, the tensor's dtype, shape and strides), which the
+main process checks against the ticket in the buffer's own trailer. Each batch it hands on is a view over a new
+storage of the mapped bytes, watched as above. (A descriptor crosses through a socket to the worker, with a
+handshake, for each tensor of each batch: ~4% of a CPU worker's time, and as much of the main process's.) Fresh
+workers' buffers always cross with their descriptors, so the main process maps nothing they leave behind.
+
 Invariants: a buffer is written again only after the main process's last reference to its previous contents
 died, in that process, without its storage having been sent on (the ticket is unique per batch, so a late release
 of an earlier batch frees nothing); the pixels, dtypes and shapes are those of fresh buffers (a tensor is a view
 of its buffer's first bytes; the buffer ends with a trailer: magic, the owner's token, the table index, the
 ticket; a saved or deep-copied batch carries those bytes too); the main process receives plain tuples. Outside a
-worker buffers are ordinary memory and batches plain tuples. Drawing tickets uses no seeded random stream.
+worker buffers are ordinary memory and batches plain tuples. Drawing tickets uses no seeded random stream. A
+reference is sent only for a buffer its worker got back through the table (so the main process mapped it), and is
+resolved only when the mapped buffer's trailer holds that reference's ticket: anything else is an error, never
+another batch's pixels.
 """
 from __future__ import annotations
 
 import os
 import weakref
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -49,16 +60,17 @@ class BatchBuffers:
     made this object (the loader's main process, before its workers start) frees them. Picklable for spawned
     workers; each process keeps its own buffers."""
 
-    def __init__(self, workers: int, slots: int = 4) -> None:
-        self.workers, self.slots = max(1, workers), slots
+    def __init__(self, workers: int, slots: int = 4, keep_mapped: bool = False) -> None:
+        self.workers, self.slots, self.keep_mapped = max(1, workers), slots, keep_mapped
         self.token, self.pid = _random_int63(), os.getpid()
         self.released = torch.zeros(self.workers * len(ROLES) * slots, dtype=torch.int64).share_memory_()
         self._pools: Dict[str, _WorkerPool] = {}
+        self._mapped: Dict[int, torch.UntypedStorage] = {}  # keep_mapped, the owner: table index -> buffer mapped here
         _OWNERS[self.token] = self
         _sent_on_storages_are_kept()
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {**self.__dict__, '_pools': {}}
+        return {**self.__dict__, '_pools': {}, '_mapped': {}}
 
     def storage(self, nbytes: int, role: str = 'images') -> torch.UntypedStorage:
         """A storage of at least ``nbytes`` for one batch's ``role`` tensor: in a loader worker a buffer of this
@@ -77,6 +89,47 @@ class BatchBuffers:
             pool = self._pools[role] = _WorkerPool(self.released.numpy(), self.token, first, self.slots)
         return pool.take(nbytes)
 
+    def reference(self, tensor: torch.Tensor) -> Optional['Mapped']:
+        """In a worker, with ``keep_mapped``: ``tensor`` as a reference the main process resolves without a file
+        descriptor, when its buffer is one that process maps already (freed there once); otherwise None."""
+        if not self.keep_mapped:
+            return None
+        for pool in self._pools.values():
+            found = pool.mapped_slot(tensor.untyped_storage().data_ptr())
+            if found is not None:
+                return Mapped(self.token, pool.first_index + found[0], found[1], tensor.dtype, tuple(tensor.shape),
+                              tensor.stride(), tensor.storage_offset())
+        return None
+
+    def received(self, tensor: torch.Tensor, index: int, ticket: int) -> torch.Tensor:
+        """A tensor in buffer ``index`` (sent with ``ticket``) received here with its descriptor: watched; with
+        ``keep_mapped``, the buffer is kept mapped and the batch handed on as a view over a new storage of it."""
+        if os.getpid() != self.pid or not 0 <= index < self.released.numel():
+            return tensor
+        if self.keep_mapped:
+            self._mapped[index] = tensor.untyped_storage()
+            tensor = self._fresh_view(index, tensor.dtype, tuple(tensor.shape), tensor.stride(),
+                                      tensor.storage_offset())
+        self.watch(tensor.untyped_storage(), index, ticket)
+        return tensor
+
+    def resolve(self, ref: 'Mapped') -> torch.Tensor:
+        """The tensor a worker sent as ``ref``: a view over a new storage of the buffer mapped here, watched."""
+        base = self._mapped.get(ref.index) if os.getpid() == self.pid else None
+        if base is None or read_trailer(base) != (self.token, ref.index, ref.ticket):
+            raise RuntimeError(f'batch buffer {ref.index} arrived without its descriptor, but this process does not '
+                               'map it with the ticket it was sent with (a bug in data/batch_buffers.py)')
+        tensor = self._fresh_view(ref.index, ref.dtype, ref.shape, ref.stride, ref.offset)
+        self.watch(tensor.untyped_storage(), ref.index, ref.ticket)
+        return tensor
+
+    def _fresh_view(self, index: int, dtype: torch.dtype, shape: Tuple[int, ...], stride: Tuple[int, ...],
+                    offset: int) -> torch.Tensor:
+        """A tensor over a new storage (its own life, the batch's) of the bytes of mapped buffer ``index``."""
+        base = self._mapped[index]
+        whole = torch.from_numpy(batch_view(base, (base.nbytes(),), torch.uint8).numpy())
+        return torch.empty(0, dtype=dtype).set_(whole.untyped_storage(), offset, shape, stride)
+
     def watch(self, storage: torch.UntypedStorage, index: int, ticket: int) -> None:
         """Free buffer ``index`` (sent with ``ticket``) when ``storage``, its contents received here, dies: only in
         the process that made this object (a forked child dropping its copy frees nothing), not at interpreter exit
@@ -90,31 +143,40 @@ class BatchBuffers:
 
 
 class _WorkerPool:
-    """One worker's buffers of one role: (storage, the ticket it was last sent with) per slot."""
+    """One worker's buffers of one role: per slot the storage, the ticket it was last sent with, and whether the main
+    process has freed it once (so maps it, with keep_mapped)."""
 
     def __init__(self, table: np.ndarray, token: int, first_index: int, slots: int) -> None:
         self.table, self.token, self.first_index, self.slots = table, token, first_index, slots
         self.pid = os.getpid()
-        self.buffers: List[Tuple[torch.UntypedStorage, int]] = []
+        self.buffers: List[Tuple[torch.UntypedStorage, int, bool]] = []
 
     def take(self, nbytes: int) -> torch.UntypedStorage:
         size = _buffer_size(nbytes)
-        free = [slot for slot, (_, ticket) in enumerate(self.buffers) if self.table[self.first_index + slot] == ticket]
+        free = [slot for slot, (_, ticket, _) in enumerate(self.buffers)
+                if self.table[self.first_index + slot] == ticket]
         same_size = [slot for slot in free if self.buffers[slot][0].nbytes() == size]
         if same_size:
-            return self._send(same_size[0], self.buffers[same_size[0]][0])
+            return self._send(same_size[0], self.buffers[same_size[0]][0], freed_before=True)
         if free:  # a freed buffer of another size (a last, smaller batch): made again at this size
-            return self._send(free[0], torch.UntypedStorage._new_shared(size))
+            return self._send(free[0], torch.UntypedStorage._new_shared(size), freed_before=False)
         if len(self.buffers) < self.slots:
-            self.buffers.append((torch.UntypedStorage._new_shared(size), 0))
-            return self._send(len(self.buffers) - 1, self.buffers[-1][0])
+            self.buffers.append((torch.UntypedStorage._new_shared(size), 0, False))
+            return self._send(len(self.buffers) - 1, self.buffers[-1][0], freed_before=False)
         return torch.UntypedStorage._new_shared(nbytes)  # every buffer still held by the main process
 
-    def _send(self, slot: int, storage: torch.UntypedStorage) -> torch.UntypedStorage:
+    def _send(self, slot: int, storage: torch.UntypedStorage, freed_before: bool) -> torch.UntypedStorage:
         ticket = _random_int63()
-        self.buffers[slot] = (storage, ticket)
+        self.buffers[slot] = (storage, ticket, freed_before)
         _trailer_view(storage)[:] = torch.tensor([MAGIC, self.token, self.first_index + slot, ticket])
         return storage
+
+    def mapped_slot(self, data_ptr: int) -> Optional[Tuple[int, int]]:
+        """(slot, ticket) of the buffer at ``data_ptr`` when the main process has freed it before, else None."""
+        for slot, (storage, ticket, freed_before) in enumerate(self.buffers):
+            if freed_before and storage.data_ptr() == data_ptr:
+                return slot, ticket
+        return None
 
 
 def _buffer_size(nbytes: int) -> int:
@@ -163,25 +225,48 @@ def batch_view(storage: torch.UntypedStorage, shape: Tuple[int, ...], dtype: tor
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
+class Mapped(NamedTuple):
+    """A tensor sent without its descriptor: which buffer (owner's token, table index, the ticket it was sent with)
+    and how the tensor lies in it."""
+    token: int
+    index: int
+    ticket: int
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    offset: int
+
+
 class SentBatch(tuple):
     """A batch on its way from a worker: unpickled (in the main process) as a plain tuple whose buffers are
-    watched by the :class:`BatchBuffers` that made them, where that object lives."""
+    watched by the :class:`BatchBuffers` that made them, where that object lives; tensors in buffers the main
+    process maps already travel as :class:`Mapped` references (``buffers``' keep_mapped)."""
 
-    __slots__ = ()
+    def __new__(cls, items: Tuple[Any, ...], buffers: Optional[BatchBuffers] = None) -> 'SentBatch':
+        batch = super().__new__(cls, items)
+        batch.refs = tuple(buffers.reference(item) if buffers is not None and isinstance(item, torch.Tensor) else None
+                           for item in items)
+        return batch
 
     def __reduce__(self) -> Tuple[Any, Tuple[Tuple[Any, ...]]]:
-        return _received, (tuple(self),)
+        refs = getattr(self, 'refs', None) or (None,) * len(self)
+        return _received, (tuple(item if ref is None else ref for item, ref in zip(self, refs)),)
 
 
 def _received(items: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    for item in items:
-        if isinstance(item, torch.Tensor) and item.device.type == 'cpu':
-            _watch(item.untyped_storage())
-    return items
+    return tuple(_receive(item) for item in items)
 
 
-def _watch(storage: torch.UntypedStorage) -> None:
-    trailer = read_trailer(storage)
-    owner = _OWNERS.get(trailer[0]) if trailer is not None else None
-    if owner is not None:
-        owner.watch(storage, trailer[1], trailer[2])
+def _receive(item: Any) -> Any:
+    if isinstance(item, Mapped):
+        owner = _OWNERS.get(item.token)
+        if owner is None:
+            raise RuntimeError(f'batch buffer {item.index} arrived without its descriptor in a process that did not '
+                               'make its BatchBuffers (a bug in data/batch_buffers.py)')
+        return owner.resolve(item)
+    if isinstance(item, torch.Tensor) and item.device.type == 'cpu':
+        trailer = read_trailer(item.untyped_storage())
+        owner = _OWNERS.get(trailer[0]) if trailer is not None else None
+        if owner is not None:
+            return owner.received(item, trailer[1], trailer[2])
+    return item

@@ -79,7 +79,7 @@ def collate_uint8(batch: List[Tuple[Any, Any]], channels_last: bool = False,
         src = _as_array(item[0])
         np.copyto(dest[i], src.transpose(1, 2, 0) if channels_last else src)
     if buffers is not None and torch.utils.data.get_worker_info() is not None:
-        return SentBatch((out, targets))  # a plain tuple again in the main process, which frees the buffers
+        return SentBatch((out, targets), buffers)  # a plain tuple again in the main process, which frees the buffers
     return out, targets
 
 

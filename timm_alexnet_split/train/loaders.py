@@ -271,7 +271,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
     if args.no_aug or not train_interpolation:
         train_interpolation = data_config['interpolation']
     persistent = keeps_workers(args, train_ds)
-    buffers = batch_buffers(args.workers) if args.prefetcher else None
+    buffers = batch_buffers(args.workers, keep_mapped=persistent) if args.prefetcher else None
     loader_train = create_loader(
         train_ds, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
         no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
@@ -310,11 +310,12 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
 WORKER_BATCHES_NHWC = True
 
 
-def batch_buffers(workers: int) -> Optional[BatchBuffers]:
+def batch_buffers(workers: int, keep_mapped: bool = False) -> Optional[BatchBuffers]:
     """Reusable shared-memory batch buffers for ``workers`` loader workers (data/batch_buffers.py); None without
     workers. Slots per worker: the batches it has queued (PyTorch's prefetch factor, 2), the two timm's prefetcher
-    holds, the one being made."""
-    return BatchBuffers(workers, slots=2 + 2 + 1) if workers > 0 else None
+    holds, the one being made. ``keep_mapped`` (workers that persist): the main process keeps the buffers mapped and
+    a reused one crosses without its file descriptor."""
+    return BatchBuffers(workers, slots=2 + 2 + 1, keep_mapped=keep_mapped) if workers > 0 else None
 
 
 def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
