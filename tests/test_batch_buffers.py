@@ -124,7 +124,7 @@ def as_worker(monkeypatch):
 def test_a_buffer_is_free_only_when_the_table_holds_the_ticket_it_was_last_sent_with(as_worker):
     buffers = BatchBuffers(1, slots=2)
     first = buffers.storage(96)
-    token, index, ticket = read_trailer(first)
+    token, index, ticket, _ = read_trailer(first)
     assert token == buffers.token and first.nbytes() >= 96
     second = buffers.storage(96)
     assert second.data_ptr() != first.data_ptr() and read_trailer(second) is not None  # not released: slot two
@@ -141,7 +141,7 @@ def test_a_buffer_is_free_only_when_the_table_holds_the_ticket_it_was_last_sent_
 def test_a_freed_buffer_of_another_size_is_made_again_at_the_new_size(as_worker):
     buffers = BatchBuffers(1, slots=1)
     first = buffers.storage(1000)
-    _, index, ticket = read_trailer(first)
+    _, index, ticket, _ = read_trailer(first)
     buffers.released[index] = ticket
     smaller = buffers.storage(10)
     assert smaller.nbytes() < first.nbytes() and read_trailer(smaller)[1] == index
@@ -157,7 +157,8 @@ def test_images_and_targets_keep_separate_buffers(as_worker):
 def _as_received(buffers, ticket=1234, token=None):
     """A 64-byte uint8 tensor over shared memory with a buffer's trailer, as the main process receives one."""
     storage = torch.UntypedStorage._new_shared(64 + batch_buffers.TRAILER_BYTES)
-    batch_buffers._trailer_view(storage)[:] = torch.tensor([batch_buffers.MAGIC, token or buffers.token, 0, ticket])
+    batch_buffers._trailer_view(storage)[:] = torch.tensor([batch_buffers.MAGIC, token or buffers.token, 0, ticket,
+                                                            os.getpid()])
     return batch_buffers.batch_view(storage, (64,), torch.uint8)
 
 
@@ -261,10 +262,11 @@ def test_a_reference_resolves_only_to_the_buffer_mapped_with_its_ticket():
     buffers = BatchBuffers(1, slots=1, keep_mapped=True)
     (x,) = batch_buffers._received((_as_received(buffers, ticket=1234),))
     assert not x.untyped_storage().is_shared()  # handed on over a new storage; the mapped buffer is kept
-    ref = batch_buffers.Mapped(buffers.token, 0, 1234, torch.uint8, (8, 8), (8, 1), 0)
+    ref = batch_buffers.Mapped(buffers.token, 0, 1234, os.getpid(), torch.uint8, (8, 8), (8, 1), 0)
     (again,) = batch_buffers._received((ref,))
     assert again.shape == (8, 8) and again.data_ptr() == x.data_ptr()
-    for bad in (ref._replace(ticket=999), ref._replace(index=1), ref._replace(token=buffers.token ^ 1)):
+    for bad in (ref._replace(ticket=999), ref._replace(index=1), ref._replace(token=buffers.token ^ 1),
+                ref._replace(pid=os.getpid() + 1)):
         with pytest.raises(RuntimeError, match='without its descriptor'):
             batch_buffers._received((bad,))
 
@@ -277,6 +279,31 @@ def test_a_batch_handed_on_over_a_mapped_buffer_frees_it_when_its_last_view_dies
     assert buffers.released[0] == 0
     del view
     assert buffers.released[0] == 1234  # the kept mapping does not hold the batch
-    (y,) = batch_buffers._received((batch_buffers.Mapped(buffers.token, 0, 1234, torch.uint8, (64,), (1,), 0),))
+    (y,) = batch_buffers._received((batch_buffers.Mapped(buffers.token, 0, 1234, os.getpid(), torch.uint8, (64,), (1,),
+                                                         0),))
     assert buffers.released[0] == 1234  # (the same ticket again: nothing new to free until y dies)
     del y
+
+
+def test_two_loaders_sharing_one_keep_mapped_buffers_object_each_get_their_own_batches():
+    """The main process maps buffers per worker process: one loader's worker 0 does not take the place of
+    another's (both send table index 0 ...), and a batch from either is its own."""
+    collate = CollateUint8(False, BatchBuffers(1, slots=3, keep_mapped=True))
+    first, second = (torch.utils.data.DataLoader(Numbered(8 * 6), batch_size=8, num_workers=1, collate_fn=collate,
+                                                 persistent_workers=True, timeout=120) for _ in range(2))
+    assert sum(x.shape[0] for x, _ in first) == 8 * 6  # the first loader's buffers mapped here, and freed
+    rest = iter(first)
+    held = next(rest)  # one of its buffers held while the second loader's worker sends its own
+    for i, (x, y) in enumerate(second):
+        assert torch.equal(x, _expected(8 * i, 8)[0]) and torch.equal(y, _expected(8 * i, 8)[1])
+    del held, x, y
+    for i, (x, y) in enumerate(rest, 1):  # the first loader's reused buffers arrive by reference
+        assert torch.equal(x, _expected(8 * i, 8)[0]) and torch.equal(y, _expected(8 * i, 8)[1])
+
+
+def test_the_buffers_of_workers_that_ended_are_not_kept_mapped():
+    buffers = BatchBuffers(1, slots=3, keep_mapped=True)
+    loader = _loader(buffers, n=32 * 6)  # fresh workers every epoch
+    for _ in range(4):
+        assert sum(x.shape[0] for x, _ in loader) == 32 * 6
+    assert len({pid for pid, _ in buffers._mapped}) <= 2  # the last epoch's worker (and one not yet reaped)

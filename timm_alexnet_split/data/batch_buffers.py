@@ -19,8 +19,9 @@ received it, and a worker sends a buffer the main process has freed before witho
 :class:`Mapped` reference (the buffer's table index and ticket, the tensor's dtype, shape and strides), which the
 main process checks against the ticket in the buffer's own trailer. Each batch it hands on is a view over a new
 storage of the mapped bytes, watched as above. (A descriptor crosses through a socket to the worker, with a
-handshake, for each tensor of each batch: ~4% of a CPU worker's time, and as much of the main process's.) Fresh
-workers' buffers always cross with their descriptors, so the main process maps nothing they leave behind.
+handshake, for each tensor of each batch: ~4% of a CPU worker's time, and as much of the main process's.) The
+mappings are kept per worker process, and those of a worker that has ended give way to its successor's. Such a
+batch is not in shared memory itself: sent on to another process, it is copied there (and its buffer stays held).
 
 Invariants: a buffer is written again only after the main process's last reference to its previous contents
 died, in that process, without its storage having been sent on (the ticket is unique per batch, so a late release
@@ -44,7 +45,7 @@ import torch
 from torch.multiprocessing import reductions
 
 MAGIC = 0x3153_4655_4248_4354  # the trailer's first int64: marks a buffer this module made
-TRAILER_BYTES = 4 * 8  # magic, owner's token, index in the owner's table, ticket
+TRAILER_BYTES = 5 * 8  # magic, owner's token, index in the owner's table, ticket, the worker's pid
 ROLES = ('images', 'targets')  # each its own buffers: a batch's two tensors never compete for a slot
 
 _OWNERS: 'weakref.WeakValueDictionary[int, BatchBuffers]' = weakref.WeakValueDictionary()  # token -> made here
@@ -65,7 +66,7 @@ class BatchBuffers:
         self.token, self.pid = _random_int63(), os.getpid()
         self.released = torch.zeros(self.workers * len(ROLES) * slots, dtype=torch.int64).share_memory_()
         self._pools: Dict[str, _WorkerPool] = {}
-        self._mapped: Dict[int, torch.UntypedStorage] = {}  # keep_mapped, the owner: table index -> buffer mapped here
+        self._mapped: Dict[Tuple[int, int], torch.UntypedStorage] = {}  # keep_mapped: (worker pid, index) -> mapped
         _OWNERS[self.token] = self
         _sent_on_storages_are_kept()
 
@@ -97,36 +98,40 @@ class BatchBuffers:
         for pool in self._pools.values():
             found = pool.mapped_slot(tensor.untyped_storage().data_ptr())
             if found is not None:
-                return Mapped(self.token, pool.first_index + found[0], found[1], tensor.dtype, tuple(tensor.shape),
-                              tensor.stride(), tensor.storage_offset())
+                return Mapped(self.token, pool.first_index + found[0], found[1], pool.pid, tensor.dtype,
+                              tuple(tensor.shape), tensor.stride(), tensor.storage_offset())
         return None
 
-    def received(self, tensor: torch.Tensor, index: int, ticket: int) -> torch.Tensor:
-        """A tensor in buffer ``index`` (sent with ``ticket``) received here with its descriptor: watched; with
-        ``keep_mapped``, the buffer is kept mapped and the batch handed on as a view over a new storage of it."""
+    def received(self, tensor: torch.Tensor, trailer: 'Trailer') -> torch.Tensor:
+        """A tensor in a buffer received here with its descriptor: watched; with ``keep_mapped``, the buffer is kept
+        mapped (in place of any its worker's table index held for a worker no longer running) and the batch handed
+        on as a view over a new storage of it."""
+        index = trailer.index
         if os.getpid() != self.pid or not 0 <= index < self.released.numel():
             return tensor
         if self.keep_mapped:
-            self._mapped[index] = tensor.untyped_storage()
-            tensor = self._fresh_view(index, tensor.dtype, tuple(tensor.shape), tensor.stride(),
+            for key in [k for k in self._mapped if k[1] == index and k[0] != trailer.pid and not _running(k[0])]:
+                del self._mapped[key]  # a worker that ended: the index is its successor's now
+            self._mapped[trailer.pid, index] = tensor.untyped_storage()
+            tensor = self._fresh_view((trailer.pid, index), tensor.dtype, tuple(tensor.shape), tensor.stride(),
                                       tensor.storage_offset())
-        self.watch(tensor.untyped_storage(), index, ticket)
+        self.watch(tensor.untyped_storage(), index, trailer.ticket)
         return tensor
 
     def resolve(self, ref: 'Mapped') -> torch.Tensor:
         """The tensor a worker sent as ``ref``: a view over a new storage of the buffer mapped here, watched."""
-        base = self._mapped.get(ref.index) if os.getpid() == self.pid else None
-        if base is None or read_trailer(base) != (self.token, ref.index, ref.ticket):
+        base = self._mapped.get((ref.pid, ref.index)) if os.getpid() == self.pid else None
+        if base is None or read_trailer(base) != (self.token, ref.index, ref.ticket, ref.pid):
             raise RuntimeError(f'batch buffer {ref.index} arrived without its descriptor, but this process does not '
                                'map it with the ticket it was sent with (a bug in data/batch_buffers.py)')
-        tensor = self._fresh_view(ref.index, ref.dtype, ref.shape, ref.stride, ref.offset)
+        tensor = self._fresh_view((ref.pid, ref.index), ref.dtype, ref.shape, ref.stride, ref.offset)
         self.watch(tensor.untyped_storage(), ref.index, ref.ticket)
         return tensor
 
-    def _fresh_view(self, index: int, dtype: torch.dtype, shape: Tuple[int, ...], stride: Tuple[int, ...],
+    def _fresh_view(self, key: Tuple[int, int], dtype: torch.dtype, shape: Tuple[int, ...], stride: Tuple[int, ...],
                     offset: int) -> torch.Tensor:
-        """A tensor over a new storage (its own life, the batch's) of the bytes of mapped buffer ``index``."""
-        base = self._mapped[index]
+        """A tensor over a new storage (its own life, the batch's) of the bytes of the buffer mapped at ``key``."""
+        base = self._mapped[key]
         whole = torch.from_numpy(batch_view(base, (base.nbytes(),), torch.uint8).numpy())
         return torch.empty(0, dtype=dtype).set_(whole.untyped_storage(), offset, shape, stride)
 
@@ -168,7 +173,7 @@ class _WorkerPool:
     def _send(self, slot: int, storage: torch.UntypedStorage, freed_before: bool) -> torch.UntypedStorage:
         ticket = _random_int63()
         self.buffers[slot] = (storage, ticket, freed_before)
-        _trailer_view(storage)[:] = torch.tensor([MAGIC, self.token, self.first_index + slot, ticket])
+        _trailer_view(storage)[:] = torch.tensor([MAGIC, self.token, self.first_index + slot, ticket, self.pid])
         return storage
 
     def mapped_slot(self, data_ptr: int) -> Optional[Tuple[int, int]]:
@@ -189,13 +194,30 @@ def _trailer_view(storage: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage, n - TRAILER_BYTES, (TRAILER_BYTES,)).view(torch.int64)
 
 
-def read_trailer(storage: torch.UntypedStorage) -> Optional[Tuple[int, int, int]]:
-    """(owner's token, table index, ticket) of a buffer made here; None for any other storage."""
+class Trailer(NamedTuple):
+    token: int  # the owner's (the BatchBuffers')
+    index: int  # in the owner's table
+    ticket: int  # the batch's
+    pid: int  # the worker that made the buffer
+
+
+def read_trailer(storage: torch.UntypedStorage) -> Optional[Trailer]:
+    """The trailer of a buffer made here; None for any other storage."""
     n = storage.nbytes()
     if n < TRAILER_BYTES or n % 8:
         return None
-    magic, token, index, ticket = _trailer_view(storage).tolist()
-    return (token, index, ticket) if magic == MAGIC else None
+    magic, *fields = _trailer_view(storage).tolist()
+    return Trailer(*fields) if magic == MAGIC else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # there, but not ours to signal
+        return True
+    return True
 
 
 def _release(table: np.ndarray, index: int, ticket: int, owner_pid: int, key: int) -> None:
@@ -226,11 +248,12 @@ def batch_view(storage: torch.UntypedStorage, shape: Tuple[int, ...], dtype: tor
 
 
 class Mapped(NamedTuple):
-    """A tensor sent without its descriptor: which buffer (owner's token, table index, the ticket it was sent with)
-    and how the tensor lies in it."""
+    """A tensor sent without its descriptor: which buffer (owner's token, table index, the ticket it was sent with,
+    the worker that made it) and how the tensor lies in it."""
     token: int
     index: int
     ticket: int
+    pid: int
     dtype: torch.dtype
     shape: Tuple[int, ...]
     stride: Tuple[int, ...]
@@ -268,5 +291,5 @@ def _receive(item: Any) -> Any:
         trailer = read_trailer(item.untyped_storage())
         owner = _OWNERS.get(trailer[0]) if trailer is not None else None
         if owner is not None:
-            return owner.received(item, trailer[1], trailer[2])
+            return owner.received(item, trailer)
     return item
