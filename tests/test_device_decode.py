@@ -5,6 +5,7 @@ batches, without nvjpeg. What only a GPU shows (the decoder's stream race) is th
 import json
 import math
 import re
+import statistics
 
 import numpy as np
 import pytest
@@ -252,6 +253,9 @@ def test_bench_train_input_trains_with_each_decoder_and_prints_ratios_to_synthet
                      printed)
     loader = result['loader']
     assert loader['workers'] == 1 and loader['per_core'] > 0
+    timed = loader['per_core_before'] + loader['per_core_after']  # bracketing the loader's epochs: drift falls on both
+    assert len(loader['per_core_before']) == len(loader['per_core_after']) == 3
+    assert loader['per_core'] == statistics.median(timed)
     assert {k: len(v) for k, v in loader['epoch_img_s'].items()} == {'start': 1, 'workers_batches': 3, 'prefetched': 3}
     assert all(v > 0 for v in loader['ratios'].values()) and loader['ratio'] == loader['ratios']['workers_batches']
     assert [p.name for p in tmp_path.iterdir()] == ['train-input.json']  # the generated data and runs are gone

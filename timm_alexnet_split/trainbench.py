@@ -152,26 +152,30 @@ def loader_epoch_rates(shards: Path, batch: int, workers: int, epochs: int = 3) 
 
 def loader_section(shards: Path, batch: int, workers: int, say: Callable[[str], None]) -> Dict[str, object]:
     """The CPU question: the loader's epochs (loader_epoch_rates) against bench --data's per-core rate times the
-    workers."""
+    workers, that rate timed three times before the loader's epochs and three times after (the median of the six:
+    a machine whose speed drifts moves both sides alike)."""
     from .databench import _run_shards, _time
     info = json.loads((shards / '_info.json').read_text())
     tars = [str(shards / f) for f in info['splits']['train']['filenames']]
     _run_shards((tars[:1], False))  # warm-up
     sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
-    per_core = statistics.median(_time(_run_shards, (sample, False)) for _ in range(3))
+    before = [_time(_run_shards, (sample, False)) for _ in range(3)]
     rates = loader_epoch_rates(shards, batch, workers)
+    after = [_time(_run_shards, (sample, False)) for _ in range(3)]
+    per_core = statistics.median(before + after)
     want = per_core * workers
     ratios = {k: want / statistics.median(v) for k, v in rates.items()}
     verdict = 'meets' if ratios['workers_batches'] <= GOAL_LOADER else 'MISSES'
     say(f'\nthe training loader alone (CPU decoding from the shards, {workers} workers, batch {batch}); bench '
-        f'--data\'s pipeline {per_core:.0f} images/s per core x {workers} = {want:.0f}:')
+        f'--data\'s pipeline {per_core:.0f} images/s per core (before the loader {min(before):.0f}-{max(before):.0f}, '
+        f'after {min(after):.0f}-{max(after):.0f}) x {workers} = {want:.0f}:')
     for kind, label in (('start', 'first epoch (starts the workers)'),
                         ('workers_batches', "later epochs, the workers' batches"),
                         ('prefetched', "later epochs, normalised in this process")):
         say(f'  {label:<42}{" / ".join(f"{v:.0f}" for v in rates[kind]):>22} images/s  ratio {ratios[kind]:.2f}')
     say(f'goal: per-core rate x workers / the workers\' epoch rate {ratios["workers_batches"]:.2f} {verdict} the goal '
         f'<= {GOAL_LOADER}')
-    return {'per_core': per_core, 'workers': workers, 'epoch_img_s': rates, 'ratios': ratios,
+    return {'per_core': per_core, 'per_core_before': before, 'per_core_after': after, 'workers': workers, 'epoch_img_s': rates, 'ratios': ratios,
             'ratio': ratios['workers_batches']}
 
 
