@@ -253,9 +253,10 @@ def test_bench_train_input_trains_with_each_decoder_and_prints_ratios_to_synthet
                      printed)
     loader = result['loader']
     assert loader['workers'] == 1 and loader['per_core'] > 0
-    timed = loader['per_core_before'] + loader['per_core_after']  # bracketing the loader's epochs: drift falls on both
-    assert len(loader['per_core_before']) == len(loader['per_core_after']) == 3
-    assert loader['per_core'] == statistics.median(timed)
+    timed = loader['per_core_timings']  # one after each of the seven epochs: each epoch's ratio shares its minute
+    assert len(timed) == 7 and loader['per_core'] == statistics.median(timed)
+    assert {k: len(v) for k, v in loader['paired_ratios'].items()} == {'start': 1, 'workers_batches': 3, 'prefetched': 3}
+    assert all(loader['ratios'][k] == statistics.median(v) for k, v in loader['paired_ratios'].items())
     assert {k: len(v) for k, v in loader['epoch_img_s'].items()} == {'start': 1, 'workers_batches': 3, 'prefetched': 3}
     assert all(v > 0 for v in loader['ratios'].values()) and loader['ratio'] == loader['ratios']['workers_batches']
     assert [p.name for p in tmp_path.iterdir()] == ['train-input.json']  # the generated data and runs are gone
@@ -272,8 +273,19 @@ def test_bench_train_input_refuses_a_measurement_that_would_mislead(tmp_path, ca
 def test_the_loader_measurement_leaves_the_process_its_threads(tmp_path, monkeypatch):
     from timm_alexnet_split import trainbench
     shards = trainbench.make_shards(tmp_path, 2, 1, lambda line: None)
-    monkeypatch.setattr(trainbench, 'loader_epoch_rates',  # the threads the loader's epochs would run with
-                        lambda *a: {k: [float(torch.get_num_threads())] for k in ('start', 'workers_batches', 'prefetched')})
+    def epochs_after_timings(*args, per_core):  # the threads the loader's epochs would run with, between timings
+        timings = [per_core() for _ in range(3)]
+        return {**{k: [float(torch.get_num_threads())] for k in ('start', 'workers_batches', 'prefetched')},
+                'per_core': timings}
+    monkeypatch.setattr(trainbench, 'loader_epoch_rates', epochs_after_timings)
     torch.set_num_threads(2)
     result = trainbench.loader_section(shards, 8, 1, lambda line: None)
     assert result['epoch_img_s']['workers_batches'] == [2.0] and torch.get_num_threads() == 2  # the timing ran at one
+
+
+def test_each_loader_epoch_is_held_to_the_per_core_rate_timed_either_side_of_it():
+    from timm_alexnet_split.trainbench import paired_ratios
+    rates = {'start': [50.0], 'workers_batches': [100.0, 100.0], 'prefetched': [80.0, 40.0],
+             'per_core': [100.0, 120.0, 80.0, 160.0, 200.0]}  # after the start, then after each later epoch
+    got = paired_ratios(rates, workers=2)
+    assert got == {'start': [4.0], 'prefetched': [2.75, 6.0], 'workers_batches': [2.0, 3.6]}  # epochs 1, 3 and 2, 4

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -119,12 +119,14 @@ def input_section(shards: Path, tmp: Path, device: torch.device, batch: int, epo
     return result
 
 
-def loader_epoch_rates(shards: Path, batch: int, workers: int, epochs: int = 3) -> Dict[str, List[float]]:
+def loader_epoch_rates(shards: Path, batch: int, workers: int, epochs: int = 3,
+                       per_core: Optional[Callable[[], float]] = None) -> Dict[str, List[float]]:
     """Images/s per epoch of the trainer's default training loader from the shards (CPU decoding, paper crops, no
     network): ``start``, the first epoch (it starts the workers, which persist); then ``epochs`` epochs each of
     ``workers_batches`` (the uint8 batches the workers hand the main process: the input path as a GPU receives it)
     and ``prefetched`` (through timm's prefetcher, which on a CPU device normalises them in the main process),
-    alternated so that the machine's drift falls on both alike."""
+    alternated so that the machine's drift falls on both alike. ``per_core``: timed after every epoch (the workers
+    idle), its rates under ``per_core`` (one after each epoch)."""
     from .train import parse_args
     from .train.data import build_datasets
     from .train.loaders import _torch_loader, build_loaders, shut_down_workers
@@ -136,7 +138,7 @@ def loader_epoch_rates(shards: Path, batch: int, workers: int, epochs: int = 3) 
            'mean': (0.485, 0.456, 0.406), 'std': (1 / 255,) * 3}
     t = time.perf_counter()
     loader, _ = build_loaders(args, cfg, torch.device('cpu'), train_ds, None, torch.float32)
-    rates: Dict[str, List[float]] = {'start': [], 'workers_batches': [], 'prefetched': []}
+    rates: Dict[str, List[float]] = {'start': [], 'workers_batches': [], 'prefetched': [], 'per_core': []}
     try:
         for epoch in range(1 + 2 * epochs):
             kind = 'start' if epoch == 0 else ('workers_batches', 'prefetched')[epoch % 2]
@@ -145,38 +147,55 @@ def loader_epoch_rates(shards: Path, batch: int, workers: int, epochs: int = 3) 
                 t = time.perf_counter()
             n = sum(x.shape[0] for x, _ in (_torch_loader(loader) if kind == 'workers_batches' else loader))
             rates[kind].append(n / (time.perf_counter() - t))
+            if per_core is not None:
+                rates['per_core'].append(per_core())
     finally:
         shut_down_workers(loader)
     return rates
 
 
+def paired_ratios(rates: Dict[str, List[float]], workers: int) -> Dict[str, List[float]]:
+    """Per epoch: the per-core rate x workers around it (the mean of the timings just before and just after it; the
+    first epoch: the one after it) over the epoch's rate. Pairs in time: this VM's speed moves by a fifth within
+    minutes, and a pair shares its minute."""
+    timings = rates['per_core']
+    order = ['start'] + [('workers_batches', 'prefetched')[e % 2] for e in range(1, len(timings))]
+    seen: Dict[str, int] = {}
+    out: Dict[str, List[float]] = {kind: [] for kind in ('start', 'workers_batches', 'prefetched')}
+    for e, kind in enumerate(order):
+        around = timings[0] if e == 0 else (timings[e - 1] + timings[e]) / 2
+        out[kind].append(around * workers / rates[kind][seen.get(kind, 0)])
+        seen[kind] = seen.get(kind, 0) + 1
+    return out
+
+
 def loader_section(shards: Path, batch: int, workers: int, say: Callable[[str], None]) -> Dict[str, object]:
     """The CPU question: the loader's epochs (loader_epoch_rates) against bench --data's per-core rate times the
-    workers, that rate timed three times before the loader's epochs and three times after (the median of the six:
-    a machine whose speed drifts moves both sides alike)."""
+    workers, that rate timed after each epoch; each epoch's ratio against the timings either side of it, the goal's
+    ratio the median over the workers' epochs."""
     from .databench import _run_shards, _time
     info = json.loads((shards / '_info.json').read_text())
     tars = [str(shards / f) for f in info['splits']['train']['filenames']]
     _run_shards((tars[:1], False))  # warm-up
     sample = tars[:max(1, len(tars) // 4)]  # a quarter of the shards (at least one) is enough for a rate
-    before = [_time(_run_shards, (sample, False)) for _ in range(3)]
-    rates = loader_epoch_rates(shards, batch, workers)
-    after = [_time(_run_shards, (sample, False)) for _ in range(3)]
-    per_core = statistics.median(before + after)
-    want = per_core * workers
-    ratios = {k: want / statistics.median(v) for k, v in rates.items()}
+    rates = loader_epoch_rates(shards, batch, workers, per_core=lambda: _time(_run_shards, (sample, False)))
+    timings = rates.pop('per_core')
+    paired = paired_ratios({**rates, 'per_core': timings}, workers)
+    ratios = {k: statistics.median(v) for k, v in paired.items()}
+    per_core = statistics.median(timings)
     verdict = 'meets' if ratios['workers_batches'] <= GOAL_LOADER else 'MISSES'
     say(f'\nthe training loader alone (CPU decoding from the shards, {workers} workers, batch {batch}); bench '
-        f'--data\'s pipeline {per_core:.0f} images/s per core (before the loader {min(before):.0f}-{max(before):.0f}, '
-        f'after {min(after):.0f}-{max(after):.0f}) x {workers} = {want:.0f}:')
+        f'--data\'s pipeline per core, timed after each epoch: {" / ".join(f"{v:.0f}" for v in timings)} images/s '
+        f'(median {per_core:.0f}) x {workers}; ratio = the per-core rate around each epoch x workers / its rate:')
     for kind, label in (('start', 'first epoch (starts the workers)'),
                         ('workers_batches', "later epochs, the workers' batches"),
                         ('prefetched', "later epochs, normalised in this process")):
-        say(f'  {label:<42}{" / ".join(f"{v:.0f}" for v in rates[kind]):>22} images/s  ratio {ratios[kind]:.2f}')
+        say(f'  {label:<42}{" / ".join(f"{v:.0f}" for v in rates[kind]):>22} images/s  ratios '
+            f'{" / ".join(f"{v:.2f}" for v in paired[kind])} (median {ratios[kind]:.2f})')
     say(f'goal: per-core rate x workers / the workers\' epoch rate {ratios["workers_batches"]:.2f} {verdict} the goal '
         f'<= {GOAL_LOADER}')
-    return {'per_core': per_core, 'per_core_before': before, 'per_core_after': after, 'workers': workers, 'epoch_img_s': rates, 'ratios': ratios,
-            'ratio': ratios['workers_batches']}
+    return {'per_core': per_core, 'per_core_timings': timings, 'workers': workers, 'epoch_img_s': rates,
+            'paired_ratios': paired, 'ratios': ratios, 'ratio': ratios['workers_batches']}
 
 
 def main(args: argparse.Namespace, device: torch.device, batch: int, out: Path,
