@@ -301,6 +301,27 @@ def test_paper_crop_is_a_random_crop_of_the_centre_square():
     assert len(origins) > 5
 
 
+@pytest.mark.parametrize('size, crop_pct, shapes', [
+    ((224, 224), 0.875, [(256, 256), (256, 341), (383, 256), (256, 257)]),  # odd offsets: CenterCrop's rounding
+    ((30, 20), 0.9, [(33, 40), (51, 33)]),  # a non-square crop of the square
+    ((32, 32), 1.0, [(32, 47)]),  # the crop is the whole square: no draw
+])
+def test_paper_crop_on_an_array_draws_and_crops_as_torchvisions_transforms(size, crop_pct, shapes):
+    """PaperCrop's own slicing of an array at the scale: the pixels and the random stream of torchvision's
+    CenterCrop + RandomCrop on the same view."""
+    crop = train.PaperCrop(size, crop_pct)
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        for seed in range(20):
+            torch.manual_seed(seed)
+            got = crop(img)
+            after = torch.rand(1)
+            torch.manual_seed(seed)
+            want = crop.crop(crop.square(torch.from_numpy(img).permute(2, 0, 1)))
+            assert torch.equal(got, want) and torch.equal(after, torch.rand(1)), (shape, seed)
+
+
 def test_loader_gives_0_255_pixels_minus_the_mean_pixel(tmp_path):
     import timm
     from timm.data import resolve_data_config

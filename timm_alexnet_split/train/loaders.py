@@ -131,9 +131,23 @@ class PaperCrop:
     def __call__(self, img: Any) -> Any:
         if isinstance(img, np.ndarray):
             if img.ndim == 3 and min(img.shape[:2]) == self.scale:
-                return self.crop(self.square(torch.from_numpy(img).permute(2, 0, 1)))
+                return self._crop_view(torch.from_numpy(img).permute(2, 0, 1))
             img = Image.fromarray(img)
         return self.crop(self.square(self.resize(img)))
+
+    def _crop_view(self, chw: torch.Tensor) -> torch.Tensor:
+        """The centre square and the random crop of a (3, h, w) view whose shorter side is the scale, as a view:
+        CenterCrop's offsets and RandomCrop's draws (two from torch's generator; none when the crop is the whole
+        square), without their per-call checks (~25 us an image, ~5% of the shards pipeline)."""
+        (th, tw), s = self.size, self.scale
+        if th > s or tw > s:  # RandomCrop refuses it: let it say so
+            return self.crop(self.square(chw))
+        top, left = int(round((chw.shape[1] - s) / 2.0)), int(round((chw.shape[2] - s) / 2.0))
+        i = j = 0
+        if (th, tw) != (s, s):
+            i = int(torch.randint(0, s - th + 1, size=(1,)).item())
+            j = int(torch.randint(0, s - tw + 1, size=(1,)).item())
+        return chw[:, top + i:top + i + th, left + j:left + j + tw]
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(resize={self.resize.size}, square, random_crop={self.size})'
