@@ -289,7 +289,7 @@ def _receive(item: Any) -> Any:
         return owner.resolve(item)
     if isinstance(item, torch.Tensor) and item.device.type == 'cpu':
         trailer = read_trailer(item.untyped_storage())
-        owner = _OWNERS.get(trailer[0]) if trailer is not None else None
+        owner = _OWNERS.get(trailer.token) if trailer is not None else None
         if owner is not None:
             return owner.received(item, trailer)
     return item
