@@ -8,6 +8,7 @@ import textwrap
 from importlib.metadata import entry_points
 
 import numpy as np
+import pytest
 
 import timm_alexnet_split
 from timm_alexnet_split.cli import COMMANDS
@@ -104,6 +105,32 @@ def test_a_user_error_is_one_line_and_debug_adds_the_traceback(tmp_path, capsys,
     monkeypatch.setenv('TIMM_ALEXNET_SPLIT_DEBUG', '0')
     code, err = _config_error(['train', '--config', missing], capsys)
     assert code == 2 and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('name', list(COMMANDS))
+def test_an_unknown_option_is_one_line_for_every_command(name, capsys, monkeypatch):
+    """argparse's own errors (here an unknown option) are one line naming the command's --help, not its usage block."""
+    monkeypatch.delenv('TIMM_ALEXNET_SPLIT_DEBUG', raising=False)
+    code, err = _config_error([name, '--no-such-option'], capsys)
+    assert code == 2 and err.count('\n') == 1, err
+    assert err.startswith(f'timm-alexnet-split {name}: error: ') and f'timm-alexnet-split {name} --help' in err
+    assert 'usage:' not in err
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['sweep', '--recipe', 'r.yaml', '--towers', 'x'], "argument --towers: invalid int value: 'x'"),
+    (['train', '--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
+    (['train', '--config'], 'argument -c/--config: expected one argument'),
+    (['models', '--img-size', '1.5'], "argument --img-size: invalid int value: '1.5'"),
+    (['pca-stats'], 'the following arguments are required'),
+])
+def test_a_bad_value_or_a_missing_argument_is_one_line(argv, says, capsys, monkeypatch):
+    monkeypatch.delenv('TIMM_ALEXNET_SPLIT_DEBUG', raising=False)
+    code, err = _config_error(argv, capsys)
+    assert code == 2 and err.count('\n') == 1 and 'usage:' not in err, err
+    assert err.startswith(f'timm-alexnet-split {argv[0]}: error: ')
+    if says:
+        assert says in err
 
 
 def test_debug_before_the_kernel_tool_keeps_it_torch_free(tmp_path):

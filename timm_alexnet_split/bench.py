@@ -26,6 +26,7 @@ from .atomic import write_text
 from .bench_nets import GPU_KINDS, TOWER_KINDS, GroupLRN, naive_split  # noqa: F401  (bench's public names)
 from .bench_nets import stepper as _stepper
 from .bench_nets import variant as _variant
+from .errors import CommandParser
 from .timing import sync as _sync
 from .timing import time_variants
 
@@ -137,7 +138,7 @@ def _data_main(args: argparse.Namespace, device: torch.device, out: Path) -> int
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description='Measure, in one run, the training and inference throughput of alexnet_split_2 with our '
                     'tower-local LRN against the same network with LRN removed (the goal: >= 0.90 on a CPU, fp32, '

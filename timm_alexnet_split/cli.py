@@ -148,8 +148,8 @@ def machine_failure(e: BaseException, command: str) -> Optional[str]:
 
 def models_main(argv: List[str]) -> int:
     """Print each variant: towers, per-tower widths, parameters, multiply-adds per image."""
-    import argparse
-    parser = argparse.ArgumentParser(
+    from .errors import CommandParser
+    parser = CommandParser(
         prog=f'{PROG} models',
         description='List the registered split AlexNet variants with their towers, per-tower widths, '
                     'parameter count and multiply-adds per image (forward).',

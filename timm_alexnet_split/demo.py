@@ -19,7 +19,7 @@ import yaml
 
 from . import run_files as RF
 from .atomic import replace_when_done
-from .errors import UserError
+from .errors import CommandParser, UserError
 from .train.rundir import completed_epochs
 
 PROG = 'timm-alexnet-split demo'
@@ -93,7 +93,7 @@ def _check_exports_dir(out: Path) -> Optional[dict]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description='The main job, on the embedded demo data: generate the data (cached), train alexnet_split_2 with '
                     'recipes/demo.yaml into RUNS/demo (a complete run is reused, an interrupted one resumed), export the '

@@ -6,7 +6,8 @@ The command line turns a UserError into one line on stderr and exit status 2, ne
 """
 from __future__ import annotations
 
-from typing import Optional
+import argparse
+from typing import NoReturn, Optional, Type
 
 
 class UserError(Exception):
@@ -16,6 +17,17 @@ class UserError(Exception):
 class KernelsError(UserError):
     """Bad input to the kernel tool or the ONNX reader (file, graph or option): the message says what is wrong and
     what to do."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors (unknown option, bad value, missing argument) are a UserError of one line
+    that names the command's --help, instead of argparse's usage block and exit: the command line prints it as every
+    other bad input (``cli.main``). ``--help`` prints and exits as usual."""
+
+    error_class: Type[UserError] = UserError
+
+    def error(self, message: str) -> NoReturn:
+        raise self.error_class(f'{message} (see {self.prog} --help)')
 
 
 def one_line(e: BaseException, limit: Optional[int] = 160, first_line: bool = False) -> str:

@@ -51,7 +51,7 @@ from .contracts import (
     ONNX_PREPROCESSING,
     ONNX_STD,
 )
-from .errors import UserError
+from .errors import CommandParser, UserError
 from .export_opset import MIN_OPSET, check_opset, convert_opset, ir_version_for, opset_of, ort_limits
 from .export_tidy import tidy_graph
 from .export_verify import INPUT_NAME, mean_std, random_images
@@ -311,7 +311,7 @@ def _check_written(tmp: Path, model: nn.Module, input_size: Sequence[int], batch
 
 # ---- command line ---------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description='Export a split AlexNet to ONNX and verify it.\n\n'
                     'Input: a model name, optionally with trained weights from a checkpoint file (state_dict, timm\n'

@@ -27,7 +27,7 @@ import yaml
 
 from . import run_files as RF
 from .atomic import replace_when_done
-from .errors import UserError, one_line
+from .errors import CommandParser, UserError, one_line
 from .kernels.files import clean
 from .train.rundir import completed_epochs
 
@@ -63,7 +63,7 @@ def _clock(seconds: float) -> str:
 # ---- the plan: options, the output folder, the runs ------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description='Train the split AlexNet of a recipe with each tower count and seeds 0..k-1 (OUT/towers{N}-seed{S}; '
                     'complete runs reused, interrupted ones resumed), measure every run\'s conv1 (colour and frequency '

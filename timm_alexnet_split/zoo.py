@@ -16,7 +16,6 @@ weights on the same random images (BGR to the graph, RGB to the model); above a 
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from . import ort
 from .atomic import check_writable, replace_when_done
 from .contracts import ST_FORMAT, ST_MODEL, ST_MODEL_KWARGS, ST_NUM_CLASSES
-from .errors import UserError
+from .errors import CommandParser, UserError
 from .zoo_graph import CONV_SPECS, FC_SPECS, Layer, Located, check_input_path, default_opset, load_onnx, locate_layers
 
 __all__ = ['ImportReport', 'import_bvlc_onnx', 'locate_layers', 'save_safetensors', 'verify', 'main']
@@ -297,7 +296,7 @@ def _check_output_path(out: str, force: bool) -> Path:
 
 def main(argv: List[str]) -> int:
     """``timm-alexnet-split import-onnx FILE.onnx -o OUT.safetensors [--force]``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Import Caffe's bvlc_alexnet from an ONNX file (the ONNX Model Zoo's bvlcalexnet-*.onnx, opset 3-12) "
                     'into alexnet_split_2: the layers are located by the graph\'s structure, grouped convolutions '

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic import replace_when_done
-from ..errors import UserError
+from ..errors import CommandParser, UserError
 
 __all__ = ['IMAGENET_EIGVAL', 'IMAGENET_EIGVEC', 'pca_offset', 'PCALighting', 'BatchPCALighting', 'load_eig',
            'rgb_eigen', 'pca_stats_main']
@@ -222,7 +222,7 @@ def rgb_eigen(total: np.ndarray, outer: np.ndarray, n: int) -> Tuple[np.ndarray,
 
 def pca_stats_main(argv: List[str]) -> int:
     """``timm-alexnet-split pca-stats``: a dataset's RGB eigenvalues/vectors for PCA lighting."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f'{PROG} pca-stats',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Estimate the eigenvalues and eigenvectors of the 3x3 covariance of RGB pixel values (0-1)\n'

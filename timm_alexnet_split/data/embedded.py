@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import CommandParser, UserError
 from . import generated
 
 __all__ = [
@@ -234,7 +234,7 @@ def default_root(name: str) -> Path:
 
 def demo_data_main(argv: List[str]) -> int:
     """``timm-alexnet-split demo-data [OUT_DIR] [--dataset NAME] [--force] [--verify]``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f'{PROG} demo-data',
         description='Generate an embedded dataset (deterministic, seconds) as an ImageFolder OUT_DIR/train/<class>/*.png '
                     'and OUT_DIR/validation/<class>/*.png with a manifest.json. A complete folder is reused; prints the '
@@ -347,7 +347,7 @@ def _write_catsdogs(src: Path, dest: Path, split: Dict[str, Dict[str, List[str]]
 
 def prepare_catsdogs_main(argv: List[str]) -> int:
     """``timm-alexnet-split prepare-catsdogs KAGGLE_TRAIN_DIR OUT_DIR [--copy|--symlink] [--allow-partial]``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f'{PROG} prepare-catsdogs',
         description='Make the deterministic 24,000/1,000 Cats vs Dogs split (recipes/catsdogs_split*.yaml) from the Kaggle '
                     '"Dogs vs. Cats" train folder (25,000 files cat.N.jpg / dog.N.jpg) as an ImageFolder: '

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..atomic import replace_when_done, write_text
-from ..errors import UserError
+from ..errors import CommandParser, UserError
 from ..progress import progress as progress_bar
 
 PROG = 'timm-alexnet-split prepare-shards'
@@ -343,7 +343,7 @@ def _tar_bytes(info: Dict[str, object], out: Path) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Write an ImageFolder (train/, and validation/ or val/, of class folders) as WebDataset tar shards\n'
                     'that timm\'s wds reader reads: each image resized as the paper did (shorter side to SIZE, centre\n'

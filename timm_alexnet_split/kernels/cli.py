@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import KernelsError, UserError, one_line
+from ..errors import CommandParser, KernelsError, UserError, one_line
 from .compare import ALPHA
 from .evolution import evolution
 from .files import PROG
@@ -18,9 +18,8 @@ from .measures import DEFAULT_MEASURE, LOW_PASS_CUTOFF, MEASURES, PERMUTATIONS, 
 from .report import inspect_file
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr via main(), not argparse's usage + error
-        raise KernelsError(f'{message} (see --help)')
+class _Parser(CommandParser):
+    error_class = KernelsError  # one line on stderr via main(), not argparse's usage + error
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import torch
 import yaml
 from timm.utils import ParseKwargs
 
-from ..errors import UserError
+from ..errors import CommandParser, UserError
 from ..schedule import PLATEAU_METRICS
 
 PROG = 'timm-alexnet-split train'
@@ -267,7 +267,7 @@ _GROUPS = (_dataset_options, _model_options, _device_options, _optimizer_options
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` parser: timm train.py's names, flags and defaults for what is supported, then ours (one
     function per option group, ``_GROUPS``)."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Train a timm model (by default the split AlexNet) with timm\'s data pipeline, optimisers and '
                     'schedulers.\nOptions and YAML config keys are timm train.py\'s (keys = argparse dest names); '
@@ -429,7 +429,7 @@ def _check_cli_leftovers(rest: Sequence[str]) -> None:
 def parse_args(argv: Sequence[str], resume_args: Optional[Dict[str, Any]] = None) -> argparse.Namespace:
     """Options from defaults < ``resume_args`` (a checkpoint's) < ``--config`` file < command line."""
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = CommandParser(prog=PROG, add_help=False, allow_abbrev=False)
     pre.add_argument('-c', '--config', default='')
     pre_args, _ = pre.parse_known_args(list(argv))
     defaults: Dict[str, Any] = {}

@@ -18,7 +18,7 @@ from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, ModelInfo, find_run_checkpoint, load_into, read_checkpoint, state_dict_kwargs
 from ..data.splits import find_split
-from ..errors import UserError, one_line
+from ..errors import CommandParser, UserError, one_line
 from ..model import MIN_INPUT_SIZE, AlexNetSplit
 from .data import UNREADABLE, SkipUnreadable, align_classes, create_split_dataset, is_folder_like, is_image_folder, skip_counts
 from .devices import named_device
@@ -51,7 +51,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def build_validate_parser() -> argparse.ArgumentParser:
     """The ``validate`` command's options."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog='timm-alexnet-split validate', allow_abbrev=False,
         description='Evaluate a checkpoint (a training run\'s folder, .pth.tar or .safetensors, timm train.py\'s checkpoints, '
                     'or a plain state_dict / .safetensors with --model) on an image folder split: top-1 and top-5 '
