@@ -334,3 +334,31 @@ def test_the_workers_nhwc_batches_reach_the_model_in_its_own_layout(folder, monk
         loaders.shut_down_workers(loader)
     want = 'nhwc' if channels_last else 'nchw'
     assert len(model.layouts) > 1 and set(model.layouts) == {want}
+
+
+@pytest.mark.parametrize('ten_crop', [False, True])
+def test_the_trainers_evaluation_workers_persist_and_give_what_fresh_workers_give(folder, ten_crop, monkeypatch):
+    """The trainer evaluates every epoch: its evaluation loader keeps its workers between passes (timm's train.py
+    does too), the same processes each time, with the batches a fresh loader (`validate`'s) gives; the run's end
+    ends them."""
+    extra = ['--ten-crop'] if ten_crop else []
+    args = train.parse_args(['--data-dir', str(folder), *AUG, *extra])
+    args.distributed, args.world_size, args.rank, args.prefetcher = False, 1, 0, True
+    train_ds, eval_ds, _ = train.data.build_datasets(args)
+    _, kept = loaders.build_loaders(args, CFG, torch.device('cpu'), train_ds, eval_ds, torch.float32)
+    fresh = loaders.eval_loader(train.data.build_datasets(args)[1], CFG, 4, 2, torch.device('cpu'),
+                                ten_crop=ten_crop)
+    inner = loaders._torch_loader(kept)
+    assert inner.persistent_workers and not loaders._torch_loader(fresh).persistent_workers
+    try:
+        passes, pids = [], []
+        for _ in range(2):
+            passes.append([(x.clone(), y.clone()) for x, y in kept])
+            pids.append(sorted(w.pid for w in inner._iterator._workers))
+        assert pids[0] == pids[1] and all(w.is_alive() for w in inner._iterator._workers)
+        assert _same(passes[0], passes[1]) and _same(passes[0], [(x.clone(), y.clone()) for x, y in fresh])
+        assert len(passes[0]) > 0
+        workers = list(inner._iterator._workers)
+    finally:
+        loaders.shut_down_workers(kept)
+    assert not any(w.is_alive() for w in workers)

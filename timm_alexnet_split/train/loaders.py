@@ -100,10 +100,10 @@ def leave_stop_signals_to_main(loader: Any) -> Any:
 
 
 def shut_down_workers(*loaders: Any) -> None:
-    """End the worker processes that persistent loaders (training, the device decoding path) keep between epochs, now rather
-    than whenever the loader object is collected: a run's end frees them whichever way it ends, an exception
-    included, and a process that trains several runs (bench --train-input, a sweep) does not gather them. Loaders
-    without workers alive, anything holding no DataLoader, and None, pass."""
+    """End the worker processes that persistent loaders (training, the trainer's evaluation, the device decoding
+    path) keep between epochs, now rather than whenever the loader object is collected: a run's end frees them
+    whichever way it ends, an exception included, and a process that trains several runs (bench --train-input, a
+    sweep) does not gather them. Loaders without workers alive, anything holding no DataLoader, and None, pass."""
     for loader in loaders:
         try:
             inner = _torch_loader(loader)
@@ -250,7 +250,7 @@ def device_decode_loaders(args: Any, data_config: Dict[str, Any], device: torch.
     if eval_ds is not None and (args.ten_crop or args.distributed):  # ten crops, evaluation shared by rank: timm's
         loader_eval = eval_loader(eval_ds, data_config, eval_batch, args.workers, device, ten_crop=args.ten_crop,
                                   prefetcher=args.prefetcher, distributed=args.distributed, pin_memory=args.pin_mem,
-                                  img_dtype=img_dtype)
+                                  img_dtype=img_dtype, persistent=True)
     elif eval_ds is not None:
         eval_bytes = ShardBytes(args.data_dir, check_split(args.data_dir, args.val_split), eval_batch, False,
                                 args.workers)
@@ -313,7 +313,7 @@ def build_loaders(args: argparse.Namespace, data_config: Dict[str, Any], device:
         loader_eval = eval_loader(eval_ds, data_config, args.validation_batch_size or args.batch_size, args.workers,
                                   device, ten_crop=args.ten_crop, prefetcher=args.prefetcher,
                                   distributed=args.distributed, pin_memory=args.pin_mem, img_dtype=img_dtype,
-                                  draft=decode == 'draft')
+                                  draft=decode == 'draft', persistent=True)
     return loader_train, loader_eval
 
 
@@ -334,11 +334,13 @@ def batch_buffers(workers: int, keep_mapped: bool = False) -> Optional[BatchBuff
 
 def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: int, device: torch.device, *,
                 ten_crop: bool = False, prefetcher: bool = True, distributed: bool = False, pin_memory: bool = False,
-                img_dtype: torch.dtype = torch.float32, draft: bool = False) -> Any:
+                img_dtype: torch.dtype = torch.float32, draft: bool = False, persistent: bool = False) -> Any:
     """Evaluation batches: timm's centre-crop loader, or (B, 10, C, H, W) uint8 ten-crop batches that
     ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped.
     ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode). Centre-crop batches are NHWC in memory
-    (WORKER_BATCHES_NHWC)."""
+    (WORKER_BATCHES_NHWC). ``persistent``: the workers (if any) stay between passes, as timm's train.py keeps
+    its evaluation loader's (the trainer evaluates every epoch; `validate`'s one pass does not need them)."""
+    persistent = persistent and workers > 0
     c, h, w = data_config['input_size']
     if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
         ds = ds.dataset  # no random access to skip by: timm's wds reader skips unreadable samples itself
@@ -353,15 +355,15 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
         collate = SkipNoneCollate(torch.utils.data.default_collate, (10, c, h, w))
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
                                            num_workers=workers, pin_memory=pin_memory, drop_last=False,
-                                           collate_fn=collate)
-    buffers = batch_buffers(workers) if prefetcher else None
+                                           collate_fn=collate, persistent_workers=persistent)
+    buffers = batch_buffers(workers, keep_mapped=persistent) if prefetcher else None
     collate = SkipNoneCollate(CollateUint8(WORKER_BATCHES_NHWC, buffers), (c, h, w)) if prefetcher else \
         SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
     loader = create_loader(ds, input_size=data_config['input_size'], batch_size=batch_size, is_training=False,
                            interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
                            num_workers=workers, crop_pct=data_config['crop_pct'], collate_fn=collate,
                            pin_memory=pin_memory, img_dtype=img_dtype, device=device,
-                           distributed=distributed and not iterable, use_prefetcher=prefetcher, persistent_workers=False)
+                           distributed=distributed and not iterable, use_prefetcher=prefetcher, persistent_workers=persistent)
     if draft:
         use_draft(loader, draft_target(data_config))
     return loader
