@@ -308,6 +308,91 @@ def test_shard_bytes_shares_out_shards_by_rank_with_equal_batches():
     assert len(single) == 6 + 4  # evaluation keeps the partial batches: 11 -> 6, 8 -> 4
 
 
+def test_our_shards_are_parsed_without_tarfile_and_read_as_tarfile_reads_them(made, monkeypatch):
+    """read_shard's own ustar parser gives tarfile's samples, byte for byte, for every shard prepare-shards wrote."""
+    _, out = made
+    files = sorted(out.rglob('*.tar'))
+    expected = [shards._read_with_tarfile(f) for f in files]
+    monkeypatch.setattr(shards, '_read_with_tarfile', lambda path: pytest.fail(f'{path} went to tarfile'))
+    assert [shards.read_shard(f) for f in files] == expected and sum(map(len, expected)) == 30
+
+
+def _tar(path: Path, members, fmt=tarfile.USTAR_FORMAT) -> Path:
+    with tarfile.open(path, 'w', format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_other_tars_and_damaged_ones_read_or_fail_as_tarfile_does(tmp_path):
+    """Anything but plain ustar file entries (pax headers, a GNU long name, a directory entry, a bad checksum, a
+    cut file, no end blocks) goes to tarfile: the same samples, or tarfile's error."""
+    long_key = 'k' * 120
+    members = [(f'{long_key}.jpg', b'\xff\xd8' * 300), (f'{long_key}.cls', b'1'), ('b/00000001.jpg', b'x' * 513)]
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        path = _tar(tmp_path / f'{fmt}.tar', members, fmt)
+        assert shards._plain_ustar(path.read_bytes()) is None
+        got = shards.read_shard(path)
+        assert got == shards._read_with_tarfile(path) and got[0]['__key__'] == long_key.encode() and len(got) == 2
+    with tarfile.open(tmp_path / 'dir.tar', 'w', format=tarfile.USTAR_FORMAT) as tar:
+        d = tarfile.TarInfo('somedir')
+        d.type = tarfile.DIRTYPE
+        tar.addfile(d)
+    assert shards._plain_ustar((tmp_path / 'dir.tar').read_bytes()) is None
+    assert shards.read_shard(tmp_path / 'dir.tar') == []
+    good = _tar(tmp_path / 'good.tar', [('a/00000000.jpg', b'y' * 700), ('a/00000000.cls', b'2')]).read_bytes()
+    assert shards._plain_ustar(good) == [{'__key__': b'00000000', 'jpg': b'y' * 700, 'cls': b'2'}]
+    no_end = tmp_path / 'no-end.tar'
+    no_end.write_bytes(good[:512 * 5])  # two entries (header, 2 blocks; header, 1 block), no end blocks
+    assert shards._plain_ustar(no_end.read_bytes()) is None
+    assert shards.read_shard(no_end) == shards._read_with_tarfile(no_end) == shards._plain_ustar(good)
+    bad_sum = bytearray(good)
+    bad_sum[512 * 3] ^= 1  # a name byte of the second header
+    (tmp_path / 'bad-sum.tar').write_bytes(bad_sum)
+    cut = tmp_path / 'cut.tar'
+    cut.write_bytes(good[:512 + 300])
+    for path in (tmp_path / 'bad-sum.tar', cut):
+        assert shards._plain_ustar(path.read_bytes()) is None
+        with pytest.raises(tarfile.ReadError):
+            shards._read_with_tarfile(path)
+        with pytest.raises(tarfile.ReadError):
+            shards.read_shard(path)
+
+
+@pytest.mark.parametrize('damage', ['cut', 'bad header', 'another file'])
+@pytest.mark.parametrize('workers', [0, 2])
+def test_a_damaged_training_shard_stops_training_in_one_line(even, tmp_path, capsys, damage, workers):
+    """A shard cut short, one whose later header is damaged (tarfile would end the shard there, silently) or one
+    holding other samples than the index says: one line naming the file, exit 2, never a shorter epoch."""
+    import shutil
+    out = tmp_path / 'shards'
+    shutil.copytree(even[0], out)
+    info = json.loads((out / '_info.json').read_text())
+    victim = out / info['splits']['train']['filenames'][1]
+    data = bytearray(victim.read_bytes())
+    if damage == 'cut':
+        data = data[:len(data) // 2]
+    elif damage == 'bad header':
+        second = 512 + -(-int(data[124:136].strip(b' \0'), 8) // 512) * 512  # the first member's data, then a header
+        data[second] ^= 1
+    else:
+        other = out / info['splits']['train']['filenames'][0]
+        with tarfile.open(other) as tar:
+            seventh = [m.offset for m in tar][6]  # a well-formed tar of the other file's first two samples
+        data = other.read_bytes()[:seventh] + bytes(1024)
+    victim.write_bytes(bytes(data))
+    rc = cli.main(['train', '--dataset', 'wds/shards', '--data-dir', str(out), '--model-kwargs', 'fc_width=64',
+                   '--img-size', '64', '-b', '4', '--epochs', '1', '--workers', str(workers), '--output',
+                   str(tmp_path / 'runs'), '--experiment', 'x'])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('timm-alexnet-split train: error: ') and str(victim) in last, err
+    assert 'make the shards again' in last and 'Traceback' not in err
+
+
 def test_tar_members_have_fixed_metadata(made):
     _, out = made
     with tarfile.open(next(out.rglob('*.tar'))) as tar:

@@ -97,14 +97,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         print(f'{PROG}: error: {name!r} is not available in this version', file=sys.stderr)
         return 2
-    from .errors import UserError
+    from .errors import UserError, worker_message
     try:
         with _debug_environment(debug):
             return int(fn(rest) or 0)
     except UserError as e:
         if debug:  # the traceback for a bug report, then the same one line
             traceback.print_exc()
-        print(f'{PROG} {name}: error: {e}', file=sys.stderr)
+        print(f'{PROG} {name}: error: {worker_message(str(e))}', file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

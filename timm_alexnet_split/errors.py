@@ -30,6 +30,17 @@ class CommandParser(argparse.ArgumentParser):
         raise self.error_class(f'{message} (see {self.prog} --help)')
 
 
+def worker_message(text: str) -> str:
+    """The error's own message where a DataLoader worker raised it: PyTorch re-raises it in the main process as
+    "Caught X in DataLoader worker process N.\\nOriginal Traceback ...\\nX: message"; the last line's message then
+    (the text unchanged otherwise)."""
+    if 'Original Traceback' not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    head, sep, message = last.partition(': ')
+    return message if sep and ' ' not in head else last
+
+
 def one_line(e: BaseException, limit: Optional[int] = 160, first_line: bool = False) -> str:
     """An exception's message on one line (its type's name when it has none), for quoting in a UserError.
 

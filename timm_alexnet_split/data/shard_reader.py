@@ -14,12 +14,13 @@ import logging
 import multiprocessing
 import os
 import random
+import tarfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from .jpeg import decode_rgb
 from .shards import CLASS_MAP, FORMAT, INFO, PROG, read_shard
 
@@ -145,6 +146,20 @@ class DealtShards:
         info = torch.utils.data.get_worker_info()
         return self.rank * self.workers + (info.id if info is not None else 0)
 
+    def read(self, k: int) -> List[Dict[str, bytes]]:
+        """Shard k's samples, as many as _info.json says it holds; a file that cannot be read, or holds another
+        count (damaged, or not the file indexed), is a UserError, never a silently shorter epoch."""
+        path = self.files[k]
+        remedy = f'make the shards again (`{PROG}`)'
+        try:
+            samples = read_shard(Path(path))
+        except (OSError, tarfile.TarError) as e:
+            raise UserError(f'cannot read shard {path} ({one_line(e)}); {remedy}') from None
+        if len(samples) != self.lengths[k]:
+            raise UserError(f'shard {path} holds {len(samples)} samples where {INFO} says {self.lengths[k]}: it is '
+                            f'damaged or not the file indexed; {remedy}')
+        return samples
+
     def samples(self, g: int) -> Iterator[Tuple[bytes, int]]:
         """(JPEG bytes, class index) of reader g's shards, each once."""
         mine = list(range(g, len(self.files), self.readers()))
@@ -153,7 +168,7 @@ class DealtShards:
             rng.shuffle(mine)
         buf: List[Tuple[bytes, int]] = []
         for k in mine:
-            for s in read_shard(Path(self.files[k])):
+            for s in self.read(k):
                 if 'jpg' not in s or 'cls' not in s:
                     continue
                 buf.append((s['jpg'], int(s['cls'])))

@@ -124,7 +124,53 @@ def _run_job(payload: Tuple[ShardJob, str, Tuple[str, ...], Options]) -> Tuple[s
 
 
 def read_shard(path: Path) -> List[Dict[str, bytes]]:
-    """The samples of one tar shard, in order: {'__key__': key, 'jpg': ..., 'cls': ..., 'json': ...}."""
+    """The samples of one tar shard, in order: {'__key__': key, 'jpg': ..., 'cls': ..., 'json': ...}.
+
+    A shard of plain ustar file entries (what write_shard makes) is parsed here from its bytes (_plain_ustar: ~10x
+    faster than tarfile, whose per-member objects cost ~90 us a sample); any other tar, or anything irregular, is
+    read by tarfile, with its errors."""
+    data = Path(path).read_bytes()
+    samples = _plain_ustar(data)
+    return samples if samples is not None else _read_with_tarfile(path)
+
+
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_CHECKSUM = slice(148, 156)
+
+
+def _plain_ustar(data: bytes) -> Optional[List[Dict[str, bytes]]]:
+    """The samples of a tar made only of regular-file ustar headers with valid checksums, in order; None for
+    anything else (another header type, a pax or GNU extension, a bad checksum, a size in base 256, a file that
+    ends early or without its end blocks): tarfile then reads it, or says what is wrong."""
+    samples: List[Dict[str, bytes]] = []
+    view, offset, end = memoryview(data), 0, len(data)
+    while offset + _BLOCK <= end:
+        header = data[offset:offset + _BLOCK]
+        if header == _ZERO_BLOCK:
+            return samples
+        if header[156:157] not in (b'0', b'\0') or header[257:262] != b'ustar' or header[124] & 0x80:
+            return None
+        try:
+            size, checksum = int(header[124:136].strip(b' \0') or b'0', 8), int(header[_CHECKSUM].strip(b' \0'), 8)
+        except ValueError:
+            return None
+        if checksum != sum(header) - sum(header[_CHECKSUM]) + 8 * 32 or offset + _BLOCK + size > end:
+            return None
+        name = header[:100].split(b'\0', 1)[0]
+        prefix = header[345:500].split(b'\0', 1)[0]
+        if prefix:
+            name = prefix + b'/' + name
+        key, _, ext = name.rpartition(b'/')[2].partition(b'.')
+        if not samples or samples[-1]['__key__'] != key:
+            samples.append({'__key__': key})
+        start = offset + _BLOCK
+        samples[-1][ext.decode('utf-8', 'surrogateescape')] = bytes(view[start:start + size])
+        offset = start + -(-size // _BLOCK) * _BLOCK
+    return None  # no end blocks: a cut file
+
+
+def _read_with_tarfile(path: Path) -> List[Dict[str, bytes]]:
     samples: List[Dict[str, bytes]] = []
     with tarfile.open(path, 'r') as tar:
         for m in tar:
