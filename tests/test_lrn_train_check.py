@@ -1,22 +1,18 @@
 """scripts/lrn_train_check.py: training with the Triton LRN follows the reference LRN (CPU smoke test, tiny setting;
 the real check is one demo epoch on a GPU, in scripts/gpu_check.sh)."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from scripthelp import SCRIPTS, script_module
 
-SCRIPT = Path(__file__).resolve().parent.parent / 'scripts' / 'lrn_train_check.py'
+SCRIPT = SCRIPTS / 'lrn_train_check.py'
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location('lrn_train_check', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_module('lrn_train_check')
 
 
 def test_a_curve_off_the_reference_by_more_than_the_allowance_misses():

@@ -1,20 +1,16 @@
 """scripts/seed_subset.py: the numbers of a pre-registered seed range, read from a sweep's own verdicts."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from scripthelp import SCRIPTS, script_module
 
-SCRIPT = Path(__file__).resolve().parent.parent / 'scripts' / 'seed_subset.py'
+SCRIPT = SCRIPTS / 'seed_subset.py'
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location('seed_subset', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_module('seed_subset')
 
 
 def _run(seed, towers=2, learned=True, split=True, rank=2):

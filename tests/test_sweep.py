@@ -227,12 +227,8 @@ def test_first_seed_trains_only_its_seeds_so_processes_can_share_a_folder(tmp_pa
 
 def test_factor_accuracy_script_agrees_with_the_trainers_validation_top1(swept, capsys):
     """scripts/factor_accuracy.py (docs/science.md's per-cue accuracies) evaluates as the trainer does."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / 'scripts' / 'factor_accuracy.py'
-    spec = importlib.util.spec_from_file_location('factor_accuracy', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from scripthelp import script_module
+    script = script_module('factor_accuracy')
     out, _ = swept
     run = out / 'towers2-seed1'
     data = out.parent / 'data'
