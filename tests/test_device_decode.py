@@ -41,6 +41,25 @@ def _train(out, tmp_path, name, *extra):
     return [float(r['train_loss']) for r in summary_rows(tmp_path / name)], summary_rows(tmp_path / name)
 
 
+def test_a_resumed_device_decoding_run_ends_as_a_straight_one(shards, tmp_path):
+    """--decode device with loader workers (they persist) and random crops and flips: three epochs in one go, and
+    one then a resume to three, give the same losses and weights (the workers' iterator is created once a run, and
+    once more by a resume: its seed is drawn from a generator of its own)."""
+    opts = ['--dataset', 'wds/shards', '--data-dir', shards, '--model-kwargs', 'fc_width=64', '--img-size', '64',
+            '-b', '4', '--lr', '0.001', '--warmup-epochs', '0', '--decode', 'device', '--paper-crop', '--color-jitter', '0',
+            '--workers', '1',
+            '--device', 'cpu', '--seed', '2', '--checkpoint-hist', '1', '--output', tmp_path]
+    assert run_train(*opts, '--epochs', '3', '--experiment', 'straight') == 0
+    assert run_train(*opts, '--epochs', '1', '--experiment', 'resumed') == 0
+    assert run_train('--resume', tmp_path / 'resumed' / 'last.pth.tar', '--epochs', '3') == 0
+    losses = [[r['train_loss'] for r in summary_rows(tmp_path / name)] for name in ('straight', 'resumed')]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+    a, b = (torch.load(tmp_path / name / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
+            for name in ('straight', 'resumed'))
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=key)
+
+
 def _close_and_falling(device_losses, cpu_losses):
     assert all(math.isfinite(v) for v in device_losses + cpu_losses)
     assert device_losses[-1] < device_losses[0] - 0.005 and cpu_losses[-1] < cpu_losses[0] - 0.005, \

@@ -351,12 +351,18 @@ def test_the_trainers_evaluation_workers_persist_and_give_what_fresh_workers_giv
     inner = loaders._torch_loader(kept)
     assert inner.persistent_workers and not loaders._torch_loader(fresh).persistent_workers
     try:
-        passes, pids = [], []
-        for _ in range(2):
+        passes, pids, streams = [], [], []
+        torch.manual_seed(3)
+        for _ in range(3):
             passes.append([(x.clone(), y.clone()) for x, y in kept])
             pids.append(sorted(w.pid for w in inner._iterator._workers))
-        assert pids[0] == pids[1] and all(w.is_alive() for w in inner._iterator._workers)
-        assert _same(passes[0], passes[1]) and _same(passes[0], [(x.clone(), y.clone()) for x, y in fresh])
+        streams.append(torch.get_rng_state())
+        torch.manual_seed(3)
+        fresh_passes = [[(x.clone(), y.clone()) for x, y in fresh] for _ in range(3)]
+        streams.append(torch.get_rng_state())
+        assert pids[0] == pids[1] == pids[2] and all(w.is_alive() for w in inner._iterator._workers)
+        assert all(_same(p, q) for p, q in zip(passes, fresh_passes))
+        assert torch.equal(*streams)  # each pass drew what a fresh iterator draws: exact resume, the old stream
         assert len(passes[0]) > 0
         workers = list(inner._iterator._workers)
     finally:

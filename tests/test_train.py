@@ -135,6 +135,27 @@ def test_resume_ends_with_the_same_weights_and_metrics(trained_run, data_dir, tm
     assert (part / 'args-resume-epoch1.yaml').is_file() and (part / 'args.yaml').is_file()
 
 
+def _same_weights(run_a, run_b):
+    a = torch.load(run_a / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
+    b = torch.load(run_b / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_resume_after_several_evaluations_is_exact(tmp_path):
+    """Three epochs in one go, and one then a resume to three, with loader workers (the training and evaluation
+    workers persist): the same summary and weights. A resume restarts the evaluation workers, so a pass that drew
+    from the random stream only when it started them would put the resumed run one draw off from epoch 2."""
+    data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
+    opts = [*RUN_OPTS, '--workers', '2', '--output', tmp_path]
+    assert run_train('--data-dir', data, *opts, '--epochs', 3, '--experiment', 'straight') == 0
+    assert run_train('--data-dir', data, *opts, '--epochs', 1, '--experiment', 'resumed') == 0
+    assert run_train('--resume', tmp_path / 'resumed' / 'last.pth.tar', '--epochs', 3) == 0
+    straight, resumed = summary_table(tmp_path / 'straight'), summary_table(tmp_path / 'resumed')
+    assert len(straight) == 4 and _without_rate(resumed) == _without_rate(straight)
+    _same_weights(tmp_path / 'straight', tmp_path / 'resumed')
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     data = make_folder(tmp_path / 'data', {'train': 6, 'validation': 1})
     code, err = interrupt_in_first_epoch(['--data-dir', data, *BASE_OPTS, '-b', '2', '--workers', '0', '--epochs', '3',

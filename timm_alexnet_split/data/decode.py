@@ -283,9 +283,11 @@ def device_loader(dataset: Any, device: torch.device, data_config: Dict[str, Any
     """A DeviceDecodeLoader over ``dataset`` (shard_reader.ShardBytes) read by ``workers`` loader processes.
 
     The workers persist across epochs (no start-up per epoch): they only read bytes, in an order fixed by the seed,
-    the epoch (shared with them) and the reader, and draw no random number, so an exact resume stays exact."""
+    the epoch (shared with them) and the reader, and draw no random number; the iterator's base seed, drawn once
+    a run (and once more by a resumed run), comes from a private generator, so an exact resume stays exact."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_batch,
-                                         pin_memory=pin_memory, persistent_workers=workers > 0)
+                                         pin_memory=pin_memory, persistent_workers=workers > 0,
+                                         generator=torch.Generator().manual_seed(0))
     return DeviceDecodeLoader(loader, device, tuple(data_config['input_size'][1:]), draft_target(data_config), train,
                               data_config['mean'], data_config['std'], hflip, dtype, no_aug, channels_last)
 

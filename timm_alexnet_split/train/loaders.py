@@ -24,7 +24,7 @@ from ..data.decode import DraftDecode, device_loader, draft_bytes, draft_target,
 from ..data.shard_reader import ShardBytes, ShardSamples, check_split, dropped_note, wds_train_loader
 from ..errors import UserError
 from .data import SkipNoneCollate, SkipUnreadable
-from .worker_seeds import end_workers, persist_workers
+from .worker_seeds import DrawsAsFresh, end_workers, persist_workers
 
 _logger = logging.getLogger('timm_alexnet_split.train')
 
@@ -339,7 +339,9 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
     ``evaluate(..., ten_crop=True)`` normalises on the device. Unreadable images (None items) are dropped.
     ``draft``: JPEGs decoded in PIL's draft mode (decode.DraftDecode). Centre-crop batches are NHWC in memory
     (WORKER_BATCHES_NHWC). ``persistent``: the workers (if any) stay between passes, as timm's train.py keeps
-    its evaluation loader's (the trainer evaluates every epoch; `validate`'s one pass does not need them)."""
+    its evaluation loader's (the trainer evaluates every epoch; `validate`'s one pass does not need them), and
+    each pass draws from the default generator what a fresh iterator draws (worker_seeds.DrawsAsFresh): exact
+    resume, and the random stream of runs whose evaluation workers were fresh."""
     persistent = persistent and workers > 0
     c, h, w = data_config['input_size']
     if isinstance(ds, SkipUnreadable) and isinstance(ds.dataset, torch.utils.data.IterableDataset):
@@ -353,9 +355,10 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
             ds.transform = transforms.Compose([DraftDecode(draft_target(data_config)), ds.transform])
         sampler = OrderedDistributedSampler(ds) if distributed and not iterable else None
         collate = SkipNoneCollate(torch.utils.data.default_collate, (10, c, h, w))
-        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
-                                           num_workers=workers, pin_memory=pin_memory, drop_last=False,
-                                           collate_fn=collate, persistent_workers=persistent)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
+                                             num_workers=workers, pin_memory=pin_memory, drop_last=False,
+                                             collate_fn=collate, persistent_workers=persistent)
+        return DrawsAsFresh(loader, loader) if persistent else loader
     buffers = batch_buffers(workers, keep_mapped=persistent) if prefetcher else None
     collate = SkipNoneCollate(CollateUint8(WORKER_BATCHES_NHWC, buffers), (c, h, w)) if prefetcher else \
         SkipNoneCollate(torch.utils.data.default_collate, (c, h, w), torch.float32)
@@ -366,7 +369,7 @@ def eval_loader(ds: Any, data_config: Dict[str, Any], batch_size: int, workers: 
                            distributed=distributed and not iterable, use_prefetcher=prefetcher, persistent_workers=persistent)
     if draft:
         use_draft(loader, draft_target(data_config))
-    return loader
+    return DrawsAsFresh(loader, _torch_loader(loader)) if persistent else loader
 
 
 class FirstBatchAgain:

@@ -120,5 +120,36 @@ def persist_workers(loader: Any, torch_loader: torch.utils.data.DataLoader, work
     seeds = EpochSeeds(worker_seeding)
     dataset = torch_loader.dataset
     dataset.transform = SeededTransform(dataset.transform, seeds)
-    torch_loader.generator = torch.Generator().manual_seed(0)  # its one-time draw leaves the default generator be
+    private_iterator_draw(torch_loader)
     return SeededEpochs(loader, torch_loader, seeds)
+
+
+def private_iterator_draw(torch_loader: torch.utils.data.DataLoader) -> None:
+    """The draw a DataLoader's iterator makes when it is created (its base seed), from a private generator: a
+    loader whose workers persist creates one iterator per run, and a resumed run one more, so from the default
+    generator it would leave a resumed run's random stream one draw off a straight run's. The private generator is
+    set after construction: a sampler the DataLoader made (RandomSampler) keeps the default generator."""
+    torch_loader.generator = torch.Generator().manual_seed(0)
+
+
+class DrawsAsFresh:
+    """A loader without random transforms (evaluation) whose workers persist, drawing from the default generator,
+    at every pass, the one number a fresh iterator draws there: the main process's random stream is the one fresh
+    workers leave, in a straight run and a resumed one alike (and in runs made before its workers persisted).
+    Everything else is the wrapped loader's."""
+
+    def __init__(self, loader: Any, torch_loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+        private_iterator_draw(torch_loader)
+
+    def __iter__(self) -> Iterator:
+        torch.empty((), dtype=torch.int64).random_()  # a fresh iterator's base seed
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == 'loader':
+            raise AttributeError(name)
+        return getattr(self.loader, name)
