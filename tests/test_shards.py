@@ -353,12 +353,11 @@ def test_other_tars_and_damaged_ones_read_or_fail_as_tarfile_does(tmp_path):
     (tmp_path / 'bad-sum.tar').write_bytes(bad_sum)
     cut = tmp_path / 'cut.tar'
     cut.write_bytes(good[:512 + 300])
-    for path in (tmp_path / 'bad-sum.tar', cut):
-        assert shards._plain_ustar(path.read_bytes()) is None
-        with pytest.raises(tarfile.ReadError):
-            shards._read_with_tarfile(path)
-        with pytest.raises(tarfile.ReadError):
-            shards.read_shard(path)
+    assert shards._plain_ustar(bad_sum) is None  # tarfile ends the shard there, silently: DealtShards.read counts
+    assert shards.read_shard(tmp_path / 'bad-sum.tar') == [{'__key__': b'00000000', 'jpg': b'y' * 700}]
+    assert shards._plain_ustar(cut.read_bytes()) is None
+    with pytest.raises(tarfile.ReadError):
+        shards.read_shard(cut)
 
 
 @pytest.mark.parametrize('damage', ['cut', 'bad header', 'another file'])
@@ -391,6 +390,51 @@ def test_a_damaged_training_shard_stops_training_in_one_line(even, tmp_path, cap
     last = err.strip().splitlines()[-1]
     assert last.startswith('timm-alexnet-split train: error: ') and str(victim) in last, err
     assert 'make the shards again' in last and 'Traceback' not in err
+
+
+def _with_header(data: bytes, at: int, **fields: bytes) -> bytes:
+    """``data`` with the header at ``at`` changed (fields: name, size) and its checksum made valid again."""
+    h = bytearray(data[at:at + 512])
+    for field, value in fields.items():
+        where = {'name': slice(0, 100), 'size': slice(124, 136), 'type': slice(156, 157)}[field]
+        h[where] = value.ljust(where.stop - where.start, b'\0')
+    h[148:156] = b' ' * 8
+    h[148:156] = b'%06o\0 ' % sum(h)
+    return data[:at] + bytes(h) + data[at + 512:]
+
+
+def test_headers_a_writer_never_makes_go_to_tarfile(tmp_path):
+    """A negative size (it would step the parser back onto its own header) and an old-style directory entry (type
+    0, a name ending in '/'): tarfile reads them, as it did before."""
+    good = _tar(tmp_path / 'good.tar', [('a/00000000.jpg', b'y' * 600), ('a/00000000.cls', b'2')]).read_bytes()
+    for name, data in (('negative', _with_header(good, 0, size=b'-0000001000')),
+                       ('directory', _with_header(good, 0, name=b'a/', size=b'0' * 11))):
+        path = tmp_path / f'{name}.tar'
+        path.write_bytes(data)
+        assert shards._plain_ustar(data) is None, name
+        try:
+            expected = shards._read_with_tarfile(path)
+        except tarfile.TarError as e:
+            with pytest.raises(type(e)):
+                shards.read_shard(path)
+        else:
+            assert shards.read_shard(path) == expected
+
+
+def test_a_shard_cut_after_an_image_is_refused_not_shortened(even, tmp_path):
+    """Cut right after a sample's .jpg (at a block boundary): every parser returns that sample without its class,
+    which the reader would skip; the count of whole samples is what the index is held to."""
+    import shutil
+    out = tmp_path / 'shards'
+    shutil.copytree(even[0], out)
+    entry = json.loads((out / '_info.json').read_text())['splits']['train']
+    victim = out / entry['filenames'][0]
+    with tarfile.open(victim) as tar:
+        last_jpg = [m for m in tar if m.name.endswith('.jpg')][-1]
+    victim.write_bytes(victim.read_bytes()[:last_jpg.offset_data + -(-last_jpg.size // 512) * 512])
+    assert len(shards.read_shard(victim)) == entry['shard_lengths'][0]  # the cut sample is there, without 'cls'
+    with pytest.raises(UserError, match='holds 3 whole samples'):
+        shard_reader.DealtShards(str(out), entry, 4, False, 1).read(0)
 
 
 def test_tar_members_have_fixed_metadata(made):

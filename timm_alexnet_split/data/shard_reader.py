@@ -147,17 +147,19 @@ class DealtShards:
         return self.rank * self.workers + (info.id if info is not None else 0)
 
     def read(self, k: int) -> List[Dict[str, bytes]]:
-        """Shard k's samples, as many as _info.json says it holds; a file that cannot be read, or holds another
-        count (damaged, or not the file indexed), is a UserError, never a silently shorter epoch."""
+        """Shard k's samples, as many whole ones (image and class) as _info.json says it holds; a file that cannot
+        be read, or holds another count (damaged, cut after an image, or not the file indexed), is a UserError,
+        never a silently shorter epoch."""
         path = self.files[k]
         remedy = f'make the shards again (`{PROG}`)'
         try:
             samples = read_shard(Path(path))
         except (OSError, tarfile.TarError) as e:
             raise UserError(f'cannot read shard {path} ({one_line(e)}); {remedy}') from None
-        if len(samples) != self.lengths[k]:
-            raise UserError(f'shard {path} holds {len(samples)} samples where {INFO} says {self.lengths[k]}: it is '
-                            f'damaged or not the file indexed; {remedy}')
+        whole = sum(1 for s in samples if 'jpg' in s and 'cls' in s)
+        if whole != self.lengths[k]:
+            raise UserError(f'shard {path} holds {whole} whole samples (image and class) where {INFO} says '
+                            f'{self.lengths[k]}: it is damaged or not the file indexed; {remedy}')
         return samples
 
     def samples(self, g: int) -> Iterator[Tuple[bytes, int]]:

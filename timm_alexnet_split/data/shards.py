@@ -141,8 +141,9 @@ _CHECKSUM = slice(148, 156)
 
 def _plain_ustar(data: bytes) -> Optional[List[Dict[str, bytes]]]:
     """The samples of a tar made only of regular-file ustar headers with valid checksums, in order; None for
-    anything else (another header type, a pax or GNU extension, a bad checksum, a size in base 256, a file that
-    ends early or without its end blocks): tarfile then reads it, or says what is wrong."""
+    anything else (another header type, a pax or GNU extension, a bad checksum, a size in base 256 or below 0, a
+    name ending in '/', a file that ends early or without its end blocks): tarfile then reads it, or says what is
+    wrong."""
     samples: List[Dict[str, bytes]] = []
     view, offset, end = memoryview(data), 0, len(data)
     while offset + _BLOCK <= end:
@@ -155,12 +156,14 @@ def _plain_ustar(data: bytes) -> Optional[List[Dict[str, bytes]]]:
             size, checksum = int(header[124:136].strip(b' \0') or b'0', 8), int(header[_CHECKSUM].strip(b' \0'), 8)
         except ValueError:
             return None
-        if checksum != sum(header) - sum(header[_CHECKSUM]) + 8 * 32 or offset + _BLOCK + size > end:
+        if size < 0 or checksum != sum(header) - sum(header[_CHECKSUM]) + 8 * 32 or offset + _BLOCK + size > end:
             return None
         name = header[:100].split(b'\0', 1)[0]
         prefix = header[345:500].split(b'\0', 1)[0]
         if prefix:
             name = prefix + b'/' + name
+        if name.endswith(b'/'):  # an old-style directory entry: tarfile's to judge
+            return None
         key, _, ext = name.rpartition(b'/')[2].partition(b'.')
         if not samples or samples[-1]['__key__'] != key:
             samples.append({'__key__': key})
