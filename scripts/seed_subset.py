@@ -84,7 +84,8 @@ def report(s: Dict[str, Any]) -> str:
              '  ' + _test(s['start_most_chromatic'], 'start order (2026-12-04: the greyest started the most chromatic)'),
              '  ' + _test(s['start_greyest'], 'persistence (2026-12-07: the greyest started the greyest)')]
     if s['not_judged']:
-        lines.append(f'  {s["not_judged"]} run(s) without a control verdict, not counted')
+        lines.append(f'  {s["not_judged"]} run(s) without a control verdict, not counted in the rates (the rank tests '
+                     'count every learned run with a rank)')
     return '\n'.join(lines)
 
 

@@ -123,6 +123,8 @@ def test_an_unknown_option_is_one_line_for_every_command(name, capsys, monkeypat
     (['train', '--config'], 'argument -c/--config: expected one argument'),
     (['models', '--img-size', '1.5'], "argument --img-size: invalid int value: '1.5'"),
     (['pca-stats'], 'the following arguments are required'),
+    (['train', '--model-kwargs', 'init=caffe', 'foo'], "argument --model-kwargs: expected KEY=VALUE words, got 'foo'"),
+    (['validate', '--checkpoint', 'x', '--model-kwargs', 'a'], "expected KEY=VALUE words, got 'a'"),
 ])
 def test_a_bad_value_or_a_missing_argument_is_one_line(argv, says, capsys, monkeypatch):
     monkeypatch.delenv('TIMM_ALEXNET_SPLIT_DEBUG', raising=False)

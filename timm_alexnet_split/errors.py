@@ -34,7 +34,7 @@ def worker_message(text: str) -> str:
     """The error's own message where a DataLoader worker raised it: PyTorch re-raises it in the main process as
     "Caught X in DataLoader worker process N.\\nOriginal Traceback ...\\nX: message"; the last line's message then
     (the text unchanged otherwise)."""
-    if 'Original Traceback' not in text:
+    if not text.startswith('Caught ') or 'Original Traceback' not in text:
         return text
     last = text.rstrip().splitlines()[-1]
     head, sep, message = last.partition(': ')

@@ -9,12 +9,24 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import yaml
-from timm.utils import ParseKwargs
+from timm.utils import ParseKwargs as _TimmParseKwargs
 
 from ..errors import CommandParser, UserError
 from ..schedule import PLATEAU_METRICS
 
 PROG = 'timm-alexnet-split train'
+
+
+class ParseKwargs(_TimmParseKwargs):
+    """timm's KEY=VALUE option (--model-kwargs, --opt-kwargs), with a word that is not KEY=VALUE an argparse error
+    (one line through errors.CommandParser) instead of timm's ValueError traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values or [] if v and '=' not in v]
+        if bad:
+            raise argparse.ArgumentError(self, f'expected KEY=VALUE words, got {bad[0]!r}')
+        super().__call__(parser, namespace, values, option_string)
+
 
 # Our options (dest -> what it does); the README/docs list them as ours. Upstream train.py ignores these keys.
 OWN_OPTIONS = {

@@ -14,7 +14,6 @@ import timm
 import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
-from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, ModelInfo, find_run_checkpoint, load_into, read_checkpoint, state_dict_kwargs
 from ..data.splits import find_split
@@ -25,7 +24,7 @@ from .devices import named_device
 from .loaders import eval_loader
 from .logs import quiet_timm_skips
 from .loop import evaluate
-from .options import check_crop_pct
+from .options import ParseKwargs, check_crop_pct
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
