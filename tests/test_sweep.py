@@ -57,6 +57,8 @@ def test_every_run_is_trained_in_its_folder_with_its_towers_and_seed(swept):
             assert args['seed'] == s
             assert args['model_kwargs'] == {'init': 'caffe', 'fc_width': 64, 'num_towers': n}
             assert (run / 'model_best.safetensors').is_file() and (run / 'kernels' / 'report.json').is_file()
+            assert not list(run.glob('*.pth.tar')) and not (run / 'last.safetensors').exists()  # dropped by default
+            assert (run / 'conv1' / 'epoch_0000.npy').is_file() and (run / 'summary.csv').is_file()
 
 
 def test_sweep_json_has_the_runs_and_summary_the_issue_lists(swept):
@@ -172,6 +174,45 @@ def test_an_interrupted_run_is_resumed_and_a_stale_one_kept_aside(tmp_path, monk
     with pytest.raises(sweep.UserError):
         sweep.train_run(tmp_path, run.name, ['--config', 'r.yaml'])
     assert '--resume' not in seen[-1] and (tmp_path / 'towers2-seed0.stopped-1' / 'args.yaml').is_file()
+
+
+def _complete_run(root, name='towers2-seed0'):
+    run = root / name
+    (run / 'conv1').mkdir(parents=True)
+    (run / 'args.yaml').write_text('epochs: 1\n')
+    (run / 'summary.csv').write_text('epoch,train_loss\n0,1.0\n')
+    for f in ('last.pth.tar', 'model_best.pth.tar', 'checkpoint-0.pth.tar', 'last.safetensors',
+              'model_best.safetensors'):
+        (run / f).write_bytes(b'x' * 10)
+    return run
+
+
+def test_a_finished_run_keeps_its_best_weights_and_drops_its_training_checkpoints(tmp_path):
+    run = _complete_run(tmp_path)
+    assert sweep.drop_checkpoints(run) == 40
+    assert sorted(p.name for p in run.iterdir()) == ['args.yaml', 'conv1', 'model_best.safetensors', 'summary.csv']
+    assert sweep.run_state(run) == 'complete'
+    unfinished = _complete_run(tmp_path, 'towers2-seed1')
+    (unfinished / 'args.yaml').write_text('epochs: 2\n')  # one of two epochs: resumable, keeps everything
+    no_best = _complete_run(tmp_path, 'towers2-seed2')
+    (no_best / 'model_best.safetensors').unlink()
+    for kept in (unfinished, no_best):
+        before = sorted(kept.iterdir())
+        assert sweep.drop_checkpoints(kept) == 0 and sorted(kept.iterdir()) == before
+
+
+@pytest.mark.parametrize('keep', [False, True])
+def test_keep_checkpoints_leaves_the_runs_it_trains_whole(tmp_path, monkeypatch, keep):
+    recipe = tmp_path / 'r.yaml'
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    dropped = []
+    monkeypatch.setattr(sweep, 'train_run', lambda out, name, argv: None)
+    monkeypatch.setattr(sweep, '_record_wall', lambda run, seconds: None)
+    monkeypatch.setattr(sweep, 'drop_checkpoints', lambda run: dropped.append(run.name))
+    argv = ['--recipe', str(recipe), '--towers', '2', '--seeds', '1', '--out', str(tmp_path / 'out')]
+    with pytest.raises(sweep.UserError, match='no complete run'):
+        sweep.main(argv + (['--keep-checkpoints'] if keep else []))
+    assert dropped == ([] if keep else ['towers2-seed0'])
 
 
 @pytest.mark.parametrize('extra, message', [

@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                         'the split rate is reported over all runs and over the runs that learned')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: measure and draw the runs already there (missing runs are listed)')
+    p.add_argument('--keep-checkpoints', action='store_true',
+                   help='keep each run\'s training checkpoints (*.pth.tar, last.safetensors: ~1.1 GB a run at the '
+                        'paper\'s widths); by default a run this sweep trains to the end keeps its best weights '
+                        '(model_best.safetensors: what the sweep measures, and validate, export and kernels read), '
+                        'its conv1 snapshots and summaries')
     p.add_argument('train_options', nargs=argparse.REMAINDER,
                    help='after --: options passed to `timm-alexnet-split train` for every run (e.g. -- --epochs 8)')
     return p
@@ -247,6 +252,20 @@ def train_run(out: Path, name: str, argv: List[str]) -> None:
         raise UserError(f'training {run} stopped (exit {code}); run the same sweep command again to resume')
     if run_state(run) != 'complete':
         raise UserError(f'training {run} ended without a complete run (no weights or fewer epochs than planned)')
+
+
+def drop_checkpoints(run: Path) -> int:
+    """Remove a complete run's training checkpoints (last, best, numbered) and last.safetensors, keeping
+    model_best.safetensors (the weights the sweep measures); bytes freed. A run without those weights, or not
+    complete, keeps everything."""
+    if run_state(run) != 'complete' or not (run / RF.BEST_WEIGHTS).is_file():
+        return 0
+    freed = 0
+    for path in [run / RF.LAST, run / RF.BEST, run / RF.LAST_WEIGHTS, *run.glob(RF.NUMBERED_GLOB)]:
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+    return freed
 
 
 def _record_wall(run: Path, seconds: float) -> None:
@@ -707,6 +726,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         train_run(args.out, name, argv_run)
         trained_seconds.append(time.time() - t_run)
         _record_wall(run, trained_seconds[-1])
+        if not args.keep_checkpoints:
+            drop_checkpoints(run)
     runs = []
     for n, s in sorted(grid):
         run = args.out / run_name(n, s)
