@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -78,12 +78,28 @@ class SeededTransform:
         return f'SeededTransform({self.transform!r})'
 
 
-class SeededEpochs:
+class _LoaderWrapper:
+    """A loader around ``self.loader``: its length and every attribute not in ``_own`` are the wrapped loader's."""
+
+    _own: Tuple[str, ...] = ('loader',)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._own:  # not set yet (unpickling, a half-built object): never the wrapped loader's
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class SeededEpochs(_LoaderWrapper):
     """A training loader (timm's PrefetchLoader, or our wrapper around one) whose every epoch first draws its base
     seed; everything else is the wrapped loader's.
 
     An epoch left unfinished would leave samples queued in the workers, transformed after the next draw under
     the next epoch's seed: its workers are ended before the next epoch (which then starts fresh ones)."""
+
+    _own = ('loader', 'torch_loader', 'seeds', '_unfinished')
 
     def __init__(self, loader: Any, torch_loader: torch.utils.data.DataLoader, seeds: EpochSeeds) -> None:
         self.loader, self.torch_loader, self.seeds = loader, torch_loader, seeds
@@ -96,14 +112,6 @@ class SeededEpochs:
         self._unfinished = True
         yield from self.loader
         self._unfinished = False
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ('loader', 'torch_loader', 'seeds', '_unfinished'):
-            raise AttributeError(name)
-        return getattr(self.loader, name)
 
 
 def end_workers(torch_loader: torch.utils.data.DataLoader) -> None:
@@ -132,7 +140,7 @@ def private_iterator_draw(torch_loader: torch.utils.data.DataLoader) -> None:
     torch_loader.generator = torch.Generator().manual_seed(0)
 
 
-class DrawsAsFresh:
+class DrawsAsFresh(_LoaderWrapper):
     """A loader without random transforms (evaluation) whose workers persist, drawing from the default generator,
     at every pass, the one number a fresh iterator draws there: the main process's random stream is the one fresh
     workers leave, in a straight run and a resumed one alike (and in runs made before its workers persisted).
@@ -145,11 +153,3 @@ class DrawsAsFresh:
     def __iter__(self) -> Iterator:
         torch.empty((), dtype=torch.int64).random_()  # a fresh iterator's base seed
         return iter(self.loader)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == 'loader':
-            raise AttributeError(name)
-        return getattr(self.loader, name)
